@@ -1,0 +1,2 @@
+//! orb-client.
+fn main() {}

@@ -1,0 +1,2 @@
+//! orb-super.
+fn main() {}

@@ -1,0 +1,295 @@
+//! Wire messages.
+//!
+//! One request per bidirectional QUIC stream: the opener writes a frame
+//! holding a [`Request`], optionally followed by a raw body (a module, a
+//! call's input) up to the end of its send side; the other end answers with
+//! a frame holding a [`Response`] and optionally a raw body (a module, a
+//! call's output). Bodies travel outside bincode so large blobs are not
+//! copied through the codec and are capped by the reader.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ContentHash, OrbId};
+
+/// Version of the message set inside [`crate::ALPN`]'s protocol.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// What a node is on the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A public super node: DHT server, gateway, relay.
+    Super,
+    /// A desktop daemon, usually behind NAT.
+    Client,
+}
+
+/// A replica a client holds and is ready to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedReplica {
+    /// Function name.
+    pub name: String,
+    /// Module hash.
+    pub hash: ContentHash,
+}
+
+/// First request on a new connection: who the dialer is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The dialer's role.
+    pub role: Role,
+    /// [`PROTOCOL_VERSION`] of the dialer.
+    pub version: u32,
+    /// Calls the dialer runs at once at most (0: it runs none).
+    pub capacity: u32,
+    /// Addresses the dialer listens on, as it sees them.
+    pub listen_addrs: Vec<SocketAddr>,
+    /// Replicas the dialer already holds (after a restart, say).
+    pub hosted: Vec<HostedReplica>,
+    /// Free-form software name and version, for operators.
+    pub agent: String,
+}
+
+/// Answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The answering node.
+    pub node: OrbId,
+    /// The dialer's address as the answering node sees it (STUN-like).
+    pub observed_addr: SocketAddr,
+}
+
+/// Settings stored with a function.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FunctionSettings {
+    /// Replicas wanted at least.
+    pub replicas: u32,
+    /// Replicas allowed at most.
+    pub max_replicas: u32,
+    /// Fixed arguments (after argv\[0\]).
+    pub args: Vec<String>,
+    /// Fixed environment variables.
+    pub env: Vec<(String, String)>,
+    /// Per-call limits asked for; nodes clamp them to their own maxima.
+    pub limits: CallLimits,
+}
+
+/// Per-call limits a function asks for. `None` means the node's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CallLimits {
+    /// Fuel (metering points).
+    pub fuel: Option<u64>,
+    /// Linear memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock time in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Output (stdout) in bytes.
+    pub max_output: Option<u64>,
+}
+
+/// HTTP-ish metadata of a call, passed to the function as environment.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CallMeta {
+    /// Unique ID of this call.
+    pub request_id: String,
+    /// HTTP method (POST when called from the CLI).
+    pub method: String,
+    /// URL query string without the `?`.
+    pub query: String,
+    /// Request content type.
+    pub content_type: String,
+    /// Request headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    /// The module exited (returned from `_start`, or called `proc_exit`).
+    Exited(i32),
+    /// The module trapped.
+    Trapped(String),
+    /// A limit ended the call: which one, and a detail.
+    LimitExceeded {
+        /// Name of the limit (`fuel`, `memory`, `timeout`, `output`, ...).
+        limit: String,
+        /// Human-readable detail.
+        detail: String,
+    },
+}
+
+/// Result of running a function once. The output travels as the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// How it ended.
+    pub status: RunStatus,
+    /// Fuel consumed.
+    pub fuel_used: u64,
+    /// Wall-clock duration in microseconds.
+    pub duration_us: u64,
+    /// The tail of what the function wrote to stderr (capped).
+    pub stderr: String,
+}
+
+impl RunOutcome {
+    /// Whether the call succeeded (exit code 0).
+    pub fn is_success(&self) -> bool {
+        matches!(self.status, RunStatus::Exited(0))
+    }
+}
+
+/// A function as listed by a super.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Name.
+    pub name: String,
+    /// Current module hash.
+    pub hash: ContentHash,
+    /// Owner's node ID.
+    pub owner: OrbId,
+    /// Module size in bytes.
+    pub size: u64,
+    /// Settings.
+    pub settings: FunctionSettings,
+    /// Nodes that hold a ready replica.
+    pub replicas: Vec<OrbId>,
+}
+
+/// A typed error carried on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Category, mapped to HTTP status codes by gateways.
+    pub kind: ErrorKind,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl WireError {
+    /// A new error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        WireError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+/// Error categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// Unknown function, module or node.
+    NotFound,
+    /// The request was malformed or refused (bad module, bad name).
+    BadRequest,
+    /// A body was over its limit.
+    TooLarge,
+    /// Every replica is at capacity.
+    Busy,
+    /// No replica could be reached.
+    Unavailable,
+    /// The caller is not allowed (a name owned by another key, say).
+    Forbidden,
+    /// The function ran and failed; see the message.
+    FunctionFailed,
+    /// Something went wrong inside the node.
+    Internal,
+}
+
+/// A request: the first frame on a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Introduce the dialer. Answered with [`Response::Welcome`].
+    Hello(Hello),
+    /// Liveness and round-trip check. Answered with [`Response::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Client to its home super: store and place a function. Body: the module.
+    Deploy {
+        /// Function name.
+        name: String,
+        /// BLAKE3 of the body; checked by the receiver.
+        hash: ContentHash,
+        /// Settings.
+        settings: FunctionSettings,
+    },
+    /// Call a function by name and let the receiver route it. Body: input.
+    Invoke {
+        /// Function name.
+        name: String,
+        /// Call metadata.
+        meta: CallMeta,
+    },
+    /// Super to executor: run this replica now. Body: input.
+    Run {
+        /// Function name.
+        name: String,
+        /// Module hash the executor must run.
+        hash: ContentHash,
+        /// Settings (args, env, limits).
+        settings: FunctionSettings,
+        /// Call metadata.
+        meta: CallMeta,
+    },
+    /// Super to client: fetch, verify and prepare a replica.
+    Place {
+        /// Function name.
+        name: String,
+        /// Module hash.
+        hash: ContentHash,
+    },
+    /// Ask for a module's bytes. Answered with [`Response::Module`] and the bytes as body.
+    FetchModule {
+        /// Module hash.
+        hash: ContentHash,
+    },
+    /// List the functions the receiver knows.
+    ListFunctions,
+}
+
+/// A response: the first frame on the answering side of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Hello`].
+    Welcome(Welcome),
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The request's nonce.
+        nonce: u64,
+    },
+    /// Answer to [`Request::Deploy`].
+    Deployed {
+        /// Function name.
+        name: String,
+        /// Module hash.
+        hash: ContentHash,
+        /// Nodes the function was placed on.
+        placed_on: Vec<OrbId>,
+    },
+    /// Answer to [`Request::Run`] and [`Request::Invoke`]. Body: the output.
+    Ran {
+        /// The node that ran the call.
+        node: OrbId,
+        /// How it went.
+        outcome: RunOutcome,
+    },
+    /// Answer to [`Request::Place`]: the replica is ready.
+    Placed,
+    /// Answer to [`Request::FetchModule`]. Body: the module bytes.
+    Module {
+        /// Module hash.
+        hash: ContentHash,
+    },
+    /// Answer to [`Request::ListFunctions`].
+    Functions(Vec<FunctionInfo>),
+    /// The request failed.
+    Error(WireError),
+}

@@ -1,0 +1,236 @@
+//! Property tests: every message round-trips, and arbitrary bytes fed to the
+//! decoder produce errors, never panics.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use orb_proto::codec::{decode, decode_frame, encode, encode_frame};
+use orb_proto::wire::*;
+use orb_proto::{ContentHash, OrbId};
+use proptest::prelude::*;
+
+fn id() -> impl Strategy<Value = OrbId> {
+    any::<[u8; 32]>().prop_map(OrbId)
+}
+fn hash() -> impl Strategy<Value = ContentHash> {
+    any::<[u8; 32]>().prop_map(ContentHash)
+}
+fn addr() -> impl Strategy<Value = SocketAddr> {
+    (any::<u32>(), any::<u16>())
+        .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
+}
+fn text() -> impl Strategy<Value = String> {
+    ".{0,24}"
+}
+fn limits() -> impl Strategy<Value = CallLimits> {
+    (
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(fuel, memory_bytes, timeout_ms, max_output)| CallLimits {
+            fuel,
+            memory_bytes,
+            timeout_ms,
+            max_output,
+        })
+}
+fn settings() -> impl Strategy<Value = FunctionSettings> {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        prop::collection::vec(text(), 0..3),
+        prop::collection::vec((text(), text()), 0..3),
+        limits(),
+    )
+        .prop_map(
+            |(replicas, max_replicas, args, env, limits)| FunctionSettings {
+                replicas,
+                max_replicas,
+                args,
+                env,
+                limits,
+            },
+        )
+}
+fn meta() -> impl Strategy<Value = CallMeta> {
+    (
+        text(),
+        text(),
+        text(),
+        text(),
+        prop::collection::vec((text(), text()), 0..3),
+    )
+        .prop_map(
+            |(request_id, method, query, content_type, headers)| CallMeta {
+                request_id,
+                method,
+                query,
+                content_type,
+                headers,
+            },
+        )
+}
+fn outcome() -> impl Strategy<Value = RunOutcome> {
+    let status = prop_oneof![
+        any::<i32>().prop_map(RunStatus::Exited),
+        text().prop_map(RunStatus::Trapped),
+        (text(), text()).prop_map(|(limit, detail)| RunStatus::LimitExceeded { limit, detail }),
+    ];
+    (status, any::<u64>(), any::<u64>(), text()).prop_map(
+        |(status, fuel_used, duration_us, stderr)| RunOutcome {
+            status,
+            fuel_used,
+            duration_us,
+            stderr,
+        },
+    )
+}
+fn error_kind() -> impl Strategy<Value = ErrorKind> {
+    prop_oneof![
+        Just(ErrorKind::NotFound),
+        Just(ErrorKind::BadRequest),
+        Just(ErrorKind::TooLarge),
+        Just(ErrorKind::Busy),
+        Just(ErrorKind::Unavailable),
+        Just(ErrorKind::Forbidden),
+        Just(ErrorKind::FunctionFailed),
+        Just(ErrorKind::Internal),
+    ]
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    let hello = (
+        prop_oneof![Just(Role::Super), Just(Role::Client)],
+        any::<u32>(),
+        any::<u32>(),
+        prop::collection::vec(addr(), 0..3),
+        prop::collection::vec(
+            (text(), hash()).prop_map(|(name, hash)| HostedReplica { name, hash }),
+            0..3,
+        ),
+        text(),
+    )
+        .prop_map(|(role, version, capacity, listen_addrs, hosted, agent)| {
+            Request::Hello(Hello {
+                role,
+                version,
+                capacity,
+                listen_addrs,
+                hosted,
+                agent,
+            })
+        });
+    prop_oneof![
+        hello,
+        any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
+        (text(), hash(), settings()).prop_map(|(name, hash, settings)| Request::Deploy {
+            name,
+            hash,
+            settings
+        }),
+        (text(), meta()).prop_map(|(name, meta)| Request::Invoke { name, meta }),
+        (text(), hash(), settings(), meta()).prop_map(|(name, hash, settings, meta)| {
+            Request::Run {
+                name,
+                hash,
+                settings,
+                meta,
+            }
+        }),
+        (text(), hash()).prop_map(|(name, hash)| Request::Place { name, hash }),
+        hash().prop_map(|hash| Request::FetchModule { hash }),
+        Just(Request::ListFunctions),
+    ]
+}
+
+fn response() -> impl Strategy<Value = Response> {
+    let info = (
+        text(),
+        hash(),
+        id(),
+        any::<u64>(),
+        settings(),
+        prop::collection::vec(id(), 0..3),
+    )
+        .prop_map(
+            |(name, hash, owner, size, settings, replicas)| FunctionInfo {
+                name,
+                hash,
+                owner,
+                size,
+                settings,
+                replicas,
+            },
+        );
+    prop_oneof![
+        (id(), addr()).prop_map(|(node, observed_addr)| Response::Welcome(Welcome {
+            node,
+            observed_addr
+        })),
+        any::<u64>().prop_map(|nonce| Response::Pong { nonce }),
+        (text(), hash(), prop::collection::vec(id(), 0..3)).prop_map(|(name, hash, placed_on)| {
+            Response::Deployed {
+                name,
+                hash,
+                placed_on,
+            }
+        }),
+        (id(), outcome()).prop_map(|(node, outcome)| Response::Ran { node, outcome }),
+        Just(Response::Placed),
+        hash().prop_map(|hash| Response::Module { hash }),
+        prop::collection::vec(info, 0..3).prop_map(Response::Functions),
+        (error_kind(), text())
+            .prop_map(|(kind, message)| Response::Error(WireError { kind, message })),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip(req in request()) {
+        let bytes = encode(&req).expect("encode");
+        prop_assert_eq!(decode::<Request>(&bytes).expect("decode"), req.clone());
+        let frame = encode_frame(&req).expect("frame");
+        prop_assert_eq!(decode_frame::<Request>(&frame).expect("decode frame"), req);
+    }
+
+    #[test]
+    fn responses_round_trip(resp in response()) {
+        let frame = encode_frame(&resp).expect("frame");
+        prop_assert_eq!(decode_frame::<Response>(&frame).expect("decode frame"), resp);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode::<Request>(&bytes);
+        let _ = decode::<Response>(&bytes);
+        let _ = decode_frame::<Request>(&bytes);
+        let _ = decode_frame::<Response>(&bytes);
+    }
+
+    #[test]
+    fn truncated_frames_are_errors(req in request(), cut in 0usize..64) {
+        let frame = encode_frame(&req).expect("frame");
+        let cut = cut.min(frame.len().saturating_sub(1));
+        prop_assert!(decode_frame::<Request>(&frame[..cut]).is_err());
+    }
+}
+
+#[test]
+fn huge_declared_length_is_refused_before_allocating() {
+    let mut frame = (u32::MAX).to_be_bytes().to_vec();
+    frame.extend_from_slice(&[0; 8]);
+    assert!(matches!(
+        decode_frame::<Request>(&frame),
+        Err(orb_proto::CodecError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn huge_vec_length_inside_message_is_refused() {
+    // A Functions response claiming 2^60 entries: bincode's limit stops it.
+    let mut bytes = encode(&Response::Functions(vec![])).expect("encode");
+    bytes.pop();
+    bytes.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+    assert!(decode::<Response>(&bytes).is_err());
+}

@@ -1,0 +1,1 @@
+//! Orb umbrella crate.
