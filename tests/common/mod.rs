@@ -1,0 +1,266 @@
+//! Test support: build the real binaries, run them as processes on
+//! loopback, and wait for their ready lines.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `true` when running in CI, where nothing may be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skip a test with a reason, or fail when CI=true.
+pub fn skip_or_fail(reason: &str) {
+    if in_ci() {
+        panic!("cannot run in CI: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// Build `orb-super` and `orb-client` once (same profile as the tests) and
+/// return the directory holding them.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/e2e-xxxx -> target/<profile>
+        let exe = std::env::current_exe().expect("test exe path");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(root()).args(["build", "-p", "orb-super", "-p", "orb-client"]);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        dir
+    })
+}
+
+/// Path of a built binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A free TCP port on loopback (the OS picks; tiny race accepted in tests).
+pub fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free tcp port")
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("free udp port")
+}
+
+/// A running node process, killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub ready: String,
+    pub name: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Start `bin args...` and wait for a stdout line starting with `ready_prefix`.
+    pub fn start(name: &str, bin: &Path, args: &[String], ready_prefix: &str) -> Result<Proc> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", std::env::var("ORB_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with(ready_prefix) => {
+                    return Ok(Proc { child, ready: line, name: name.to_string(), lines: rx });
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    bail!("{name} did not print {ready_prefix:?} (exit status {status:?})");
+                }
+            }
+        }
+    }
+
+    /// A `key=value` field of the ready line.
+    pub fn field(&self, key: &str) -> String {
+        self.ready
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Start a super node.
+pub fn start_super(data: &Path, quic: SocketAddr, http: SocketAddr, extra: &[&str]) -> Result<Proc> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        quic.to_string(),
+        "--http".into(),
+        http.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::start("super", &bin("orb-super"), &args, "orb-super ready ")
+}
+
+/// Start a client daemon attached to `supers`.
+pub fn start_client(data: &Path, api: SocketAddr, supers: &[String], capacity: usize) -> Result<Proc> {
+    let mut args: Vec<String> = vec![
+        "--api".into(),
+        api.to_string(),
+        "daemon".into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--capacity".into(),
+        capacity.to_string(),
+    ];
+    for s in supers {
+        args.push("--super".into());
+        args.push(s.clone());
+    }
+    Proc::start("client", &bin("orb-client"), &args, "orb-client ready ")
+}
+
+/// Run `orb-client --api API args...` to completion, feeding `stdin`.
+pub fn client_cmd(api: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = Command::new(bin("orb-client"))
+        .arg("--api")
+        .arg(api.to_string())
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(input) = stdin {
+        let mut si = child.stdin.take().context("stdin")?;
+        si.write_all(input)?;
+    }
+    Ok(child.wait_with_output()?)
+}
+
+/// Poll `f` until it returns `Ok(Some(v))` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what} (last error: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An HTTP client that ignores proxies.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().expect("http client")
+}
+
+/// GET a JSON document.
+pub async fn get_json(url: &str) -> Result<serde_json::Value> {
+    let r = http().get(url).send().await?;
+    let status = r.status();
+    let text = r.text().await?;
+    if !status.is_success() {
+        bail!("GET {url}: {status}: {text}");
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The example WAT function compiled to a .wasm file in `dir`.
+pub fn hello_wasm(dir: &Path) -> PathBuf {
+    let wasm = wat::parse_file(root().join("examples/functions/hello.wat")).expect("hello.wat parses");
+    let path = dir.join("hello.wasm");
+    std::fs::write(&path, wasm).expect("write hello.wasm");
+    path
+}
+
+/// Compile WAT text to a .wasm file in `dir`.
+pub fn wat_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let wasm = wat::parse_str(text).expect("valid wat");
+    let path = dir.join(name);
+    std::fs::write(&path, wasm).expect("write wasm");
+    path
+}
+
+/// Build a Rust example function for wasm32-wasip1; `None` (after printing
+/// why) when the target is not installed and we are not in CI.
+pub fn rust_function(name: &str) -> Option<PathBuf> {
+    let manifest = root().join("examples/functions").join(name).join("Cargo.toml");
+    let target_dir = root().join("target/wasm-functions");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .expect("run cargo");
+    if !out.status.success() {
+        skip_or_fail(&format!(
+            "cannot build {name} for wasm32-wasip1 (rustup target add wasm32-wasip1): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return None;
+    }
+    let bin = name.replace('-', "_");
+    let direct = target_dir.join("wasm32-wasip1/release").join(format!("{name}.wasm"));
+    let alt = target_dir.join("wasm32-wasip1/release").join(format!("{bin}.wasm"));
+    Some(if direct.exists() { direct } else { alt })
+}
