@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod id;
 pub mod limits;
+pub mod receipt;
 pub mod wire;
 
 pub use codec::{CodecError, decode, encode, encode_frame};

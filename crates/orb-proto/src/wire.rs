@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ContentHash, OrbId};
+use crate::receipt::SignedReceipt;
 
 /// Version of the message set inside [`crate::ALPN`]'s protocol.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -238,6 +239,8 @@ pub enum Request {
         settings: FunctionSettings,
         /// Call metadata.
         meta: CallMeta,
+        /// Who asked for the call (named in the receipt).
+        caller: OrbId,
     },
     /// Super to client: fetch, verify and prepare a replica.
     Place {
@@ -280,6 +283,8 @@ pub enum Response {
         node: OrbId,
         /// How it went.
         outcome: RunOutcome,
+        /// The executor's signed receipt (present when the call ran).
+        receipt: Option<SignedReceipt>,
     },
     /// Answer to [`Request::Place`]: the replica is ready.
     Placed,

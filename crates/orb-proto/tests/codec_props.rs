@@ -130,14 +130,17 @@ fn request() -> impl Strategy<Value = Request> {
             settings
         }),
         (text(), meta()).prop_map(|(name, meta)| Request::Invoke { name, meta }),
-        (text(), hash(), settings(), meta()).prop_map(|(name, hash, settings, meta)| {
-            Request::Run {
-                name,
-                hash,
-                settings,
-                meta,
+        (text(), hash(), settings(), meta(), id()).prop_map(
+            |(name, hash, settings, meta, caller)| {
+                Request::Run {
+                    name,
+                    hash,
+                    settings,
+                    meta,
+                    caller,
+                }
             }
-        }),
+        ),
         (text(), hash()).prop_map(|(name, hash)| Request::Place { name, hash }),
         hash().prop_map(|hash| Request::FetchModule { hash }),
         Just(Request::ListFunctions),
@@ -176,7 +179,29 @@ fn response() -> impl Strategy<Value = Response> {
                 placed_on,
             }
         }),
-        (id(), outcome()).prop_map(|(node, outcome)| Response::Ran { node, outcome }),
+        (id(), outcome(), any::<bool>(), any::<u64>()).prop_map(
+            |(node, outcome, with_receipt, fuel)| {
+                let receipt = with_receipt.then(|| {
+                    let k = orb_proto::Keypair::from_seed([5; 32]);
+                    orb_proto::receipt::Receipt {
+                        function: ContentHash([1; 32]),
+                        caller: node,
+                        executor: k.id(),
+                        fuel_used: fuel,
+                        duration_us: 1,
+                        time_ms: 2,
+                        request_id: "r".into(),
+                    }
+                    .sign(&k)
+                    .expect("sign")
+                });
+                Response::Ran {
+                    node,
+                    outcome,
+                    receipt,
+                }
+            }
+        ),
         Just(Response::Placed),
         hash().prop_map(|hash| Response::Module { hash }),
         prop::collection::vec(info, 0..3).prop_map(Response::Functions),
