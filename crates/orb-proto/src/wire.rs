@@ -284,7 +284,7 @@ pub enum Response {
         /// How it went.
         outcome: RunOutcome,
         /// The executor's signed receipt (present when the call ran).
-        receipt: Option<SignedReceipt>,
+        receipt: Option<Box<SignedReceipt>>,
     },
     /// Answer to [`Request::Place`]: the replica is ready.
     Placed,

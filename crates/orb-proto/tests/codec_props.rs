@@ -193,6 +193,7 @@ fn response() -> impl Strategy<Value = Response> {
                         request_id: "r".into(),
                     }
                     .sign(&k)
+                    .map(Box::new)
                     .expect("sign")
                 });
                 Response::Ran {
