@@ -199,7 +199,7 @@ fn crash_child_writer() {
     loop {
         // Modules of varying size so some commits span several pages.
         let module: Vec<u8> = (0..(1000 + (i % 7) * 40_000))
-            .map(|b| (b as u64 ^ i) as u8)
+            .map(|b| (b ^ i) as u8)
             .collect();
         let f = record(&format!("f{i}"), &module, &owner);
         store.put_deploy(&f, &module).unwrap();
