@@ -241,7 +241,31 @@ impl Endpoint {
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
         server.transport_config(transport.clone());
 
-        let ep = quinn::Endpoint::server(server, addr)
+        // The stateless-reset key is derived from the node's secret key, so
+        // a node restarted on the same address answers packets of the
+        // connections its previous life had with a reset its peers accept:
+        // they learn at once that the connection is gone instead of waiting
+        // for the idle timeout.
+        let reset_secret = blake3::derive_key("orb-transport stateless reset v1", &keypair.seed());
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret);
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        // Connection IDs carry a keyed hash that the endpoint checks before
+        // answering a packet at all; with a random key a restarted node
+        // would drop its old peers' packets silently instead of resetting.
+        let cid_secret = blake3::derive_key("orb-transport connection ids v1", &keypair.seed());
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&cid_secret[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind {
+            addr,
+            source: std::io::Error::other("no async runtime (call inside tokio)"),
+        })?;
+        let ep = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
             .map_err(|source| TransportError::Bind { addr, source })?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         tokio::spawn(accept_loop(
