@@ -10,9 +10,11 @@
 //! * [`wire`]: the typed request and response enums exchanged over QUIC.
 //! * [`codec`]: bincode 2 encoding with a hard size limit; decoding never
 //!   panics on hostile input.
+//! * [`dht`]: DHT keys, signed records and DHT messages.
 //! * [`limits`]: the default bounds every node enforces.
 
 pub mod codec;
+pub mod dht;
 pub mod id;
 pub mod limits;
 pub mod receipt;

@@ -256,6 +256,8 @@ pub enum Request {
     },
     /// List the functions the receiver knows.
     ListFunctions,
+    /// A DHT query (see [`crate::dht`]). Answered with [`Response::Dht`].
+    Dht(crate::dht::DhtMessage),
 }
 
 /// A response: the first frame on the answering side of a stream.
@@ -297,4 +299,6 @@ pub enum Response {
     Functions(Vec<FunctionInfo>),
     /// The request failed.
     Error(WireError),
+    /// Answer to [`Request::Dht`].
+    Dht(crate::dht::DhtResponse),
 }
