@@ -27,11 +27,16 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { data_dir: None, clients: 3 };
+    let mut args = Args {
+        data_dir: None,
+        clients: 3,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--data-dir" => args.data_dir = Some(it.next().context("--data-dir needs a value")?.into()),
+            "--data-dir" => {
+                args.data_dir = Some(it.next().context("--data-dir needs a value")?.into())
+            }
             "--clients" => args.clients = it.next().context("--clients needs a value")?.parse()?,
             "-h" | "--help" => {
                 println!("usage: devnet [--data-dir DIR] [--clients N]");
@@ -48,12 +53,20 @@ fn parse_args() -> Result<Args> {
 /// something else holds them.
 fn pick_tcp(preferred: u16) -> SocketAddr {
     let want = SocketAddr::from(([127, 0, 0, 1], preferred));
-    if std::net::TcpListener::bind(want).is_ok() { want } else { SocketAddr::from(([127, 0, 0, 1], 0)) }
+    if std::net::TcpListener::bind(want).is_ok() {
+        want
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
 }
 
 fn pick_udp(preferred: u16) -> SocketAddr {
     let want = SocketAddr::from(([127, 0, 0, 1], preferred));
-    if std::net::UdpSocket::bind(want).is_ok() { want } else { SocketAddr::from(([127, 0, 0, 1], 0)) }
+    if std::net::UdpSocket::bind(want).is_ok() {
+        want
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
 }
 
 #[tokio::main]
@@ -73,8 +86,14 @@ async fn main() -> Result<()> {
     sc.listen = pick_udp(7700);
     sc.http = pick_tcp(7780);
     let sup = SuperNode::start(sc).await?;
-    let peer = PeerAddr { id: sup.id, addr: sup.quic_addr };
-    println!("super  id={} quic={} http={}", sup.id, sup.quic_addr, sup.http_addr);
+    let peer = PeerAddr {
+        id: sup.id,
+        addr: sup.quic_addr,
+    };
+    println!(
+        "super  id={} quic={} http={}",
+        sup.id, sup.quic_addr, sup.http_addr
+    );
 
     let mut clients = Vec::new();
     for i in 0..args.clients {
@@ -92,7 +111,12 @@ async fn main() -> Result<()> {
     let gateway = format!("http://{}", sup.http_addr);
     // Wait until every client has registered, so the deploy can place replicas.
     for _ in 0..100 {
-        let n: serde_json::Value = http.get(format!("{gateway}/api/nodes")).send().await?.json().await?;
+        let n: serde_json::Value = http
+            .get(format!("{gateway}/api/nodes"))
+            .send()
+            .await?
+            .json()
+            .await?;
         if n.as_array().map(|a| a.len()) == Some(args.clients) {
             break;
         }
@@ -100,10 +124,14 @@ async fn main() -> Result<()> {
     }
 
     let wat_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/functions/hello.wat");
-    let wasm = wat::parse_file(&wat_path).with_context(|| format!("compiling {}", wat_path.display()))?;
+    let wasm =
+        wat::parse_file(&wat_path).with_context(|| format!("compiling {}", wat_path.display()))?;
     if let Some(first) = clients.first() {
         let r = http
-            .post(format!("http://{}/api/deploy?name=hello&replicas=2", first.api_addr))
+            .post(format!(
+                "http://{}/api/deploy?name=hello&replicas=2",
+                first.api_addr
+            ))
             .body(wasm)
             .send()
             .await?;
@@ -120,7 +148,10 @@ async fn main() -> Result<()> {
     println!("  curl -d world {gateway}/fn/hello");
     println!("  curl {gateway}/api/functions");
     if let Some(first) = clients.first() {
-        println!("  cargo run -p orb-client -- --api {} invoke hello --input - <<< 'from the CLI'", first.api_addr);
+        println!(
+            "  cargo run -p orb-client -- --api {} invoke hello --input - <<< 'from the CLI'",
+            first.api_addr
+        );
     }
     println!();
     println!("Ctrl-C stops the network.");

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Result;
 use common::*;
 
-const TRAP_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#;
+const TRAP_WAT: &str =
+    r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#;
 const NO_START_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "main")))"#;
 const EXIT3_WAT: &str = r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
@@ -39,32 +40,71 @@ async fn one_super_two_clients_deploy_call_and_super_restart() -> Result<()> {
     let super_peer = format!("{super_id}@{quic}");
 
     let (api_a, api_b) = (free_tcp(), free_tcp());
-    let a = start_client(&tmp.path().join("a"), api_a, std::slice::from_ref(&super_peer), 2)?;
-    let b = start_client(&tmp.path().join("b"), api_b, std::slice::from_ref(&super_peer), 2)?;
+    let a = start_client(
+        &tmp.path().join("a"),
+        api_a,
+        std::slice::from_ref(&super_peer),
+        2,
+    )?;
+    let b = start_client(
+        &tmp.path().join("b"),
+        api_b,
+        std::slice::from_ref(&super_peer),
+        2,
+    )?;
     let ids = [a.field("id"), b.field("id")];
     assert_ne!(ids[0], ids[1]);
-    wait_for("two clients registered", Duration::from_secs(20), || async {
-        Ok((super_clients(gw).await? == 2).then_some(()))
-    })
+    wait_for(
+        "two clients registered",
+        Duration::from_secs(20),
+        || async { Ok((super_clients(gw).await? == 2).then_some(())) },
+    )
     .await?;
 
     // Deploy through client A's CLI.
     let hello = hello_wasm(tmp.path());
-    let out = client_cmd(api_a, &["deploy", hello.to_str().unwrap_or_default(), "--name", "hello", "--replicas", "1"], None)?;
-    assert!(out.status.success(), "deploy failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = client_cmd(
+        api_a,
+        &[
+            "deploy",
+            hello.to_str().unwrap_or_default(),
+            "--name",
+            "hello",
+            "--replicas",
+            "1",
+        ],
+        None,
+    )?;
+    assert!(
+        out.status.success(),
+        "deploy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deployed hello"));
 
     // Gateway call: the output, and the node that ran it.
     let url = format!("http://{gw}/fn/hello");
     let r = http().post(&url).body("world").send().await?;
     assert_eq!(r.status(), 200);
-    let node = r.headers().get("x-orb-node").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    assert!(ids.contains(&node), "x-orb-node {node} is not one of the clients");
+    let node = r
+        .headers()
+        .get("x-orb-node")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ids.contains(&node),
+        "x-orb-node {node} is not one of the clients"
+    );
     assert_eq!(r.text().await?, "hello, world");
 
     // CLI call from the other client, input on stdin.
     let out = client_cmd(api_b, &["invoke", "hello", "--input", "-"], Some(b"from b"))?;
-    assert!(out.status.success(), "invoke failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "invoke failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"hello, from b");
 
     // Latency sample (reported, never asserted): median of 50 gateway calls.
@@ -77,42 +117,117 @@ async fn one_super_two_clients_deploy_call_and_super_restart() -> Result<()> {
         samples.push(t.elapsed());
     }
     samples.sort();
-    eprintln!("gateway call to hello.wat: median {:?}, p90 {:?}", samples[25], samples[45]);
+    eprintln!(
+        "gateway call to hello.wat: median {:?}, p90 {:?}",
+        samples[25], samples[45]
+    );
 
     // Bad input: unknown function, body over the limit, files that are not
     // WASI commands (refused, nothing stored), a trap and a non-zero exit.
-    assert_eq!(http().post(format!("http://{gw}/fn/nope")).body("x").send().await?.status(), 404);
-    assert_eq!(http().post(&url).body(vec![b'x'; 100_000]).send().await?.status(), 413);
+    assert_eq!(
+        http()
+            .post(format!("http://{gw}/fn/nope"))
+            .body("x")
+            .send()
+            .await?
+            .status(),
+        404
+    );
+    assert_eq!(
+        http()
+            .post(&url)
+            .body(vec![b'x'; 100_000])
+            .send()
+            .await?
+            .status(),
+        413
+    );
 
     let not_wasm = tmp.path().join("notes.txt");
     std::fs::write(&not_wasm, "just text")?;
-    let out = client_cmd(api_a, &["deploy", not_wasm.to_str().unwrap_or_default(), "--name", "text"], None)?;
+    let out = client_cmd(
+        api_a,
+        &[
+            "deploy",
+            not_wasm.to_str().unwrap_or_default(),
+            "--name",
+            "text",
+        ],
+        None,
+    )?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly module"));
 
     let no_start = wat_file(tmp.path(), "nostart.wasm", NO_START_WAT);
-    let out = client_cmd(api_a, &["deploy", no_start.to_str().unwrap_or_default(), "--name", "nostart"], None)?;
+    let out = client_cmd(
+        api_a,
+        &[
+            "deploy",
+            no_start.to_str().unwrap_or_default(),
+            "--name",
+            "nostart",
+        ],
+        None,
+    )?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("_start"), "unclear refusal: {err}");
     let fns = get_json(&format!("http://{gw}/api/functions")).await?;
-    let names: Vec<&str> = fns.as_array().into_iter().flatten().filter_map(|f| f["name"].as_str()).collect();
+    let names: Vec<&str> = fns
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
     assert_eq!(names, ["hello"], "a refused deploy stored something");
 
     let trap = wat_file(tmp.path(), "trap.wasm", TRAP_WAT);
-    let out = client_cmd(api_a, &["deploy", trap.to_str().unwrap_or_default(), "--name", "trap", "--replicas", "1"], None)?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client_cmd(
+        api_a,
+        &[
+            "deploy",
+            trap.to_str().unwrap_or_default(),
+            "--name",
+            "trap",
+            "--replicas",
+            "1",
+        ],
+        None,
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = http().post(format!("http://{gw}/fn/trap")).send().await?;
     assert_eq!(r.status(), 500);
     assert!(r.text().await?.contains("trap"));
 
     let exit3 = wat_file(tmp.path(), "exit3.wasm", EXIT3_WAT);
-    let out = client_cmd(api_a, &["deploy", exit3.to_str().unwrap_or_default(), "--name", "exit3", "--replicas", "1"], None)?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client_cmd(
+        api_a,
+        &[
+            "deploy",
+            exit3.to_str().unwrap_or_default(),
+            "--name",
+            "exit3",
+            "--replicas",
+            "1",
+        ],
+        None,
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = http().post(format!("http://{gw}/fn/exit3")).send().await?;
     assert_eq!(r.status(), 500);
     let text = r.text().await?;
-    assert!(text.contains("exit code 3") && text.contains("bad input"), "{text}");
+    assert!(
+        text.contains("exit code 3") && text.contains("bad input"),
+        "{text}"
+    );
     let out = client_cmd(api_b, &["invoke", "exit3"], None)?;
     assert!(!out.status.success(), "a failed call must exit non-zero");
 
@@ -123,15 +238,34 @@ async fn one_super_two_clients_deploy_call_and_super_restart() -> Result<()> {
     // kill -9 the super, start it again on the same data dir and ports.
     sup.kill9();
     let sup2 = start_super(&super_dir, quic, gw, &["--max-body", "65536"])?;
-    assert_eq!(sup2.field("id"), super_id, "identity must survive a restart");
-    wait_for("clients to reconnect by themselves", Duration::from_secs(30), || async {
-        Ok((super_clients(gw).await.unwrap_or(0) == 2).then_some(()))
-    })
+    assert_eq!(
+        sup2.field("id"),
+        super_id,
+        "identity must survive a restart"
+    );
+    let restarted = std::time::Instant::now();
+    wait_for(
+        "clients to reconnect by themselves",
+        Duration::from_secs(30),
+        || async { Ok((super_clients(gw).await.unwrap_or(0) == 2).then_some(())) },
+    )
     .await?;
-    let r = wait_for("hello callable after the restart", Duration::from_secs(20), || async {
-        let r = http().post(&url).body("again").send().await?;
-        Ok(if r.status() == 200 { Some(r.text().await?) } else { None })
-    })
+    eprintln!(
+        "clients reconnected {:?} after the super restarted",
+        restarted.elapsed()
+    );
+    let r = wait_for(
+        "hello callable after the restart",
+        Duration::from_secs(20),
+        || async {
+            let r = http().post(&url).body("again").send().await?;
+            Ok(if r.status() == 200 {
+                Some(r.text().await?)
+            } else {
+                None
+            })
+        },
+    )
     .await?;
     assert_eq!(r, "hello, again");
     let out = client_cmd(api_b, &["functions", "--json"], None)?;
@@ -142,18 +276,39 @@ async fn one_super_two_clients_deploy_call_and_super_restart() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_function_runs_through_the_network() -> Result<()> {
-    let Some(wasm) = rust_function("rust-upper") else { return Ok(()) };
+    let Some(wasm) = rust_function("rust-upper") else {
+        return Ok(());
+    };
     let tmp = tempfile::tempdir()?;
     let (quic, gw) = (free_udp(), free_tcp());
     let sup = start_super(&tmp.path().join("super"), quic, gw, &[])?;
     let peer = format!("{}@{quic}", sup.field("id"));
     let api = free_tcp();
     let _c = start_client(&tmp.path().join("c"), api, &[peer], 2)?;
-    wait_for("client registered", Duration::from_secs(20), || async { Ok((super_clients(gw).await? == 1).then_some(())) })
+    wait_for("client registered", Duration::from_secs(20), || async {
+        Ok((super_clients(gw).await? == 1).then_some(()))
+    })
+    .await?;
+    let out = client_cmd(
+        api,
+        &[
+            "deploy",
+            wasm.to_str().unwrap_or_default(),
+            "--name",
+            "upper",
+        ],
+        None,
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = http()
+        .post(format!("http://{gw}/fn/upper"))
+        .body("make me loud")
+        .send()
         .await?;
-    let out = client_cmd(api, &["deploy", wasm.to_str().unwrap_or_default(), "--name", "upper"], None)?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r = http().post(format!("http://{gw}/fn/upper")).body("make me loud").send().await?;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await?, "MAKE ME LOUD");
     Ok(())
@@ -163,8 +318,15 @@ async fn rust_function_runs_through_the_network() -> Result<()> {
 fn id_commands_print_a_stable_id() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let run = |bin: &str| -> Result<String> {
-        let out = std::process::Command::new(common::bin(bin)).args(["id", "--data-dir"]).arg(tmp.path().join(bin)).output()?;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(common::bin(bin))
+            .args(["id", "--data-dir"])
+            .arg(tmp.path().join(bin))
+            .output()?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(String::from_utf8(out.stdout)?.trim().to_string())
     };
     for bin in ["orb-super", "orb-client"] {
@@ -177,7 +339,9 @@ fn id_commands_print_a_stable_id() -> Result<()> {
 
 #[test]
 fn malformed_peer_is_a_clear_error() -> Result<()> {
-    let out = std::process::Command::new(common::bin("orb-client")).args(["daemon", "--super", "nonsense"]).output()?;
+    let out = std::process::Command::new(common::bin("orb-client"))
+        .args(["daemon", "--super", "nonsense"])
+        .output()?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ORBID@HOST:PORT"));
     Ok(())

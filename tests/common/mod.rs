@@ -37,11 +37,20 @@ pub fn bin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         // target/<profile>/deps/e2e-xxxx -> target/<profile>
         let exe = std::env::current_exe().expect("test exe path");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-        let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug").to_string();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_string();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.current_dir(root()).args(["build", "-p", "orb-super", "-p", "orb-client"]);
+        cmd.current_dir(root())
+            .args(["build", "-p", "orb-super", "-p", "orb-client"]);
         if profile == "release" {
             cmd.arg("--release");
         }
@@ -58,12 +67,16 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// A free TCP port on loopback (the OS picks; tiny race accepted in tests).
 pub fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free tcp port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free tcp port")
 }
 
 /// A free UDP port on loopback.
 pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("free udp port")
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free udp port")
 }
 
 /// A running node process, killed (SIGKILL) when dropped.
@@ -79,7 +92,10 @@ impl Proc {
     pub fn start(name: &str, bin: &Path, args: &[String], ready_prefix: &str) -> Result<Proc> {
         let mut child = Command::new(bin)
             .args(args)
-            .env("RUST_LOG", std::env::var("ORB_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("ORB_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null())
@@ -99,7 +115,12 @@ impl Proc {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.starts_with(ready_prefix) => {
-                    return Ok(Proc { child, ready: line, name: name.to_string(), lines: rx });
+                    return Ok(Proc {
+                        child,
+                        ready: line,
+                        name: name.to_string(),
+                        lines: rx,
+                    });
                 }
                 Ok(_) => continue,
                 Err(_) => {
@@ -134,7 +155,12 @@ impl Drop for Proc {
 }
 
 /// Start a super node.
-pub fn start_super(data: &Path, quic: SocketAddr, http: SocketAddr, extra: &[&str]) -> Result<Proc> {
+pub fn start_super(
+    data: &Path,
+    quic: SocketAddr,
+    http: SocketAddr,
+    extra: &[&str],
+) -> Result<Proc> {
     let mut args: Vec<String> = vec![
         "run".into(),
         "--data-dir".into(),
@@ -149,7 +175,12 @@ pub fn start_super(data: &Path, quic: SocketAddr, http: SocketAddr, extra: &[&st
 }
 
 /// Start a client daemon attached to `supers`.
-pub fn start_client(data: &Path, api: SocketAddr, supers: &[String], capacity: usize) -> Result<Proc> {
+pub fn start_client(
+    data: &Path,
+    api: SocketAddr,
+    supers: &[String],
+    capacity: usize,
+) -> Result<Proc> {
     let mut args: Vec<String> = vec![
         "--api".into(),
         api.to_string(),
@@ -169,13 +200,21 @@ pub fn start_client(data: &Path, api: SocketAddr, supers: &[String], capacity: u
 }
 
 /// Run `orb-client --api API args...` to completion, feeding `stdin`.
-pub fn client_cmd(api: SocketAddr, args: &[&str], stdin: Option<&[u8]>) -> Result<std::process::Output> {
+pub fn client_cmd(
+    api: SocketAddr,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Result<std::process::Output> {
     use std::io::Write;
     let mut child = Command::new(bin("orb-client"))
         .arg("--api")
         .arg(api.to_string())
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -209,7 +248,11 @@ where
 
 /// An HTTP client that ignores proxies.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().expect("http client")
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("http client")
 }
 
 /// GET a JSON document.
@@ -225,7 +268,8 @@ pub async fn get_json(url: &str) -> Result<serde_json::Value> {
 
 /// The example WAT function compiled to a .wasm file in `dir`.
 pub fn hello_wasm(dir: &Path) -> PathBuf {
-    let wasm = wat::parse_file(root().join("examples/functions/hello.wat")).expect("hello.wat parses");
+    let wasm =
+        wat::parse_file(root().join("examples/functions/hello.wat")).expect("hello.wat parses");
     let path = dir.join("hello.wasm");
     std::fs::write(&path, wasm).expect("write hello.wasm");
     path
@@ -242,11 +286,20 @@ pub fn wat_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// Build a Rust example function for wasm32-wasip1; `None` (after printing
 /// why) when the target is not installed and we are not in CI.
 pub fn rust_function(name: &str) -> Option<PathBuf> {
-    let manifest = root().join("examples/functions").join(name).join("Cargo.toml");
+    let manifest = root()
+        .join("examples/functions")
+        .join(name)
+        .join("Cargo.toml");
     let target_dir = root().join("target/wasm-functions");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(&target_dir)
@@ -260,7 +313,48 @@ pub fn rust_function(name: &str) -> Option<PathBuf> {
         return None;
     }
     let bin = name.replace('-', "_");
-    let direct = target_dir.join("wasm32-wasip1/release").join(format!("{name}.wasm"));
-    let alt = target_dir.join("wasm32-wasip1/release").join(format!("{bin}.wasm"));
+    let direct = target_dir
+        .join("wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    let alt = target_dir
+        .join("wasm32-wasip1/release")
+        .join(format!("{bin}.wasm"));
     Some(if direct.exists() { direct } else { alt })
+}
+
+/// Build `examples/functions/NAME/*.c` with clang + wasi-libc into
+/// `target/wasm-functions/NAME.wasm`. Skips (fails under CI) when the C
+/// toolchain for WASI is missing.
+#[allow(dead_code)]
+pub fn c_function(name: &str) -> Option<PathBuf> {
+    let dir = root().join("examples/functions").join(name);
+    let out_dir = root().join("target/wasm-functions");
+    std::fs::create_dir_all(&out_dir).expect("create target/wasm-functions");
+    let out = out_dir.join(format!("{name}.wasm"));
+    let sources: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("read example dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    let res = Command::new("clang")
+        .args(["--target=wasm32-wasi", "--sysroot=/usr", "-O2", "-o"])
+        .arg(&out)
+        .args(&sources)
+        .output();
+    match res {
+        Ok(o) if o.status.success() => Some(out),
+        Ok(o) => {
+            skip_or_fail(&format!(
+                "cannot build {name} with clang for wasm32-wasi (apt install clang lld wasi-libc libclang-rt-14-dev-wasm32): {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+            None
+        }
+        Err(e) => {
+            skip_or_fail(&format!(
+                "clang not found ({e}); apt install clang lld wasi-libc libclang-rt-14-dev-wasm32"
+            ));
+            None
+        }
+    }
 }

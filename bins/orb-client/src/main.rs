@@ -1,2 +1,350 @@
-//! orb-client.
-fn main() {}
+//! `orb-client`: the desktop daemon and the commands that talk to it.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use orb_node::cli::{default_data_dir, init_logging, parse_peer, shutdown_signal};
+use orb_node::config::{DEFAULT_CLIENT_API, DEFAULT_CLIENT_QUIC};
+use orb_node::{ClientConfig, ClientNode};
+use orb_proto::PeerAddr;
+use serde_json::Value;
+
+/// Orb client: run the daemon that lends this machine's spare capacity to
+/// the network, and deploy and call functions through it.
+#[derive(Parser)]
+#[command(name = "orb-client", version, about, long_about = None)]
+struct Cli {
+    /// Address of the daemon's local API.
+    #[arg(long, global = true, env = "ORB_API", default_value = DEFAULT_CLIENT_API)]
+    api: SocketAddr,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until Ctrl-C or SIGTERM.
+    Daemon(DaemonArgs),
+    /// Deploy a WebAssembly module (a WASI command) under a name.
+    Deploy {
+        /// The module: a .wasm file built for wasm32-wasip1.
+        file: PathBuf,
+        /// Function name: 1 to 64 of a-z, 0-9, '-', '_', '.'.
+        #[arg(long)]
+        name: String,
+        /// Replicas to keep.
+        #[arg(long, default_value_t = 2)]
+        replicas: u32,
+        /// Replicas allowed under load [default: --replicas].
+        #[arg(long)]
+        max_replicas: Option<u32>,
+        /// A fixed argument passed to the function. Repeatable.
+        #[arg(long = "arg")]
+        args: Vec<String>,
+        /// A fixed environment variable KEY=VALUE. Repeatable.
+        #[arg(long = "env")]
+        envs: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a function; its output goes to stdout. Exits non-zero on failure.
+    Invoke {
+        /// Function name.
+        name: String,
+        /// Input file, or - for stdin [default: no input].
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// Show the daemon's state: identity, home supers, hosted replicas.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the functions deployed in the network.
+    Functions {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the nodes this daemon is connected to.
+    Nodes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print this node's Orb ID (creating the identity if needed).
+    Id {
+        /// Data directory holding the node's store [default: $XDG_DATA_HOME/orb/client].
+        #[arg(long, env = "ORB_CLIENT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// Data directory holding the node's store (identity, known supers,
+    /// hosted replicas) [default: $XDG_DATA_HOME/orb/client, else ~/.local/share/orb/client].
+    #[arg(long, env = "ORB_CLIENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A home super node as ORBID@HOST:PORT. Repeatable; remembered in the
+    /// store, so later starts need none.
+    #[arg(long = "super", value_parser = parse_peer)]
+    supers: Vec<PeerAddr>,
+    /// UDP address for QUIC.
+    #[arg(long, default_value = DEFAULT_CLIENT_QUIC)]
+    listen: SocketAddr,
+    /// Calls this machine runs at once at most (0: host nothing).
+    #[arg(long, default_value_t = 4)]
+    capacity: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let api = format!("http://{}", cli.api);
+    match cli.command {
+        Command::Daemon(args) => daemon(args, cli.api).await,
+        Command::Id { data_dir } => {
+            let dir = data_dir.unwrap_or_else(|| default_data_dir("client"));
+            let store = orb_store::Store::open(&dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            println!("{}", store.load_or_create_identity()?.id());
+            Ok(())
+        }
+        Command::Deploy {
+            file,
+            name,
+            replicas,
+            max_replicas,
+            args,
+            envs,
+            json,
+        } => {
+            let module =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            if !module.starts_with(b"\0asm") {
+                bail!(
+                    "{} is not a WebAssembly module (it does not start with \\0asm)",
+                    file.display()
+                );
+            }
+            let mut query: Vec<(&str, String)> =
+                vec![("name", name), ("replicas", replicas.to_string())];
+            if let Some(m) = max_replicas {
+                query.push(("max_replicas", m.to_string()));
+            }
+            query.extend(args.into_iter().map(|a| ("arg", a)));
+            query.extend(envs.into_iter().map(|e| ("env", e)));
+            let resp = client()?
+                .post(format!("{api}/api/deploy"))
+                .query(&query)
+                .body(module)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let v: Value = json_or_error(resp).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let placed = v["placed_on"].as_array().map(|a| a.len()).unwrap_or(0);
+                println!(
+                    "deployed {} hash={} replicas={}",
+                    v["name"].as_str().unwrap_or(""),
+                    v["hash"].as_str().unwrap_or(""),
+                    placed
+                );
+                if placed == 0 {
+                    eprintln!(
+                        "warning: no node with spare capacity is connected yet; the function will be placed when one joins"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Invoke { name, input } => {
+            let body = match input.as_deref() {
+                None => Vec::new(),
+                Some("-") => {
+                    let mut b = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut b)
+                        .context("reading stdin")?;
+                    b
+                }
+                Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
+            };
+            let resp = client()?
+                .post(format!("{api}/api/invoke/{name}"))
+                .body(body)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let status = resp.status();
+            let node = resp
+                .headers()
+                .get("x-orb-node")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let bytes = resp.bytes().await.context("reading the answer")?;
+            if !status.is_success() {
+                bail!(
+                    "{} ({})",
+                    String::from_utf8_lossy(&bytes).trim_end(),
+                    status
+                );
+            }
+            std::io::stdout().write_all(&bytes)?;
+            std::io::stdout().flush()?;
+            if let Some(node) = node {
+                tracing::debug!(node, "served by");
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let v = get_json(&format!("{api}/api/status")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("id        {}", s(&v["id"]));
+            println!("role      {}", s(&v["role"]));
+            println!("quic      {}", s(&v["quic"]));
+            println!("capacity  {} ({} in flight)", v["capacity"], v["in_flight"]);
+            println!("supers:");
+            for sup in v["supers"].as_array().into_iter().flatten() {
+                let state = if sup["connected"].as_bool().unwrap_or(false) {
+                    "connected"
+                } else {
+                    "disconnected"
+                };
+                println!("  {}@{}  {state}", s(&sup["id"]), s(&sup["addr"]));
+            }
+            println!("hosted replicas:");
+            for h in v["hosted"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<24} {}",
+                    s(&h["name"]),
+                    &s(&h["hash"])[..12.min(s(&h["hash"]).len())]
+                );
+            }
+            Ok(())
+        }
+        Command::Functions { json } => {
+            let v = get_json(&format!("{api}/api/functions")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("{:<24} {:<14} {:>9} REPLICAS", "NAME", "HASH", "SIZE");
+            for f in v.as_array().into_iter().flatten() {
+                let hash = s(&f["hash"]);
+                println!(
+                    "{:<24} {:<14} {:>9} {}",
+                    s(&f["name"]),
+                    &hash[..12.min(hash.len())],
+                    f["size"],
+                    f["replicas"].as_array().map(|a| a.len()).unwrap_or(0)
+                );
+            }
+            Ok(())
+        }
+        Command::Nodes { json } => {
+            let v = get_json(&format!("{api}/api/nodes")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("{:<54} {:<8} {:<22} CONNECTED", "ID", "ROLE", "ADDRESS");
+            for n in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<54} {:<8} {:<22} {}",
+                    s(&n["id"]),
+                    s(&n["role"]),
+                    s(&n["addr"]),
+                    n["connected"]
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn daemon(args: DaemonArgs, api: SocketAddr) -> anyhow::Result<()> {
+    init_logging("info");
+    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir("client"));
+    let mut config = ClientConfig::new(data_dir.clone());
+    config.supers = args.supers;
+    config.listen = args.listen;
+    config.api = api;
+    config.capacity = args.capacity;
+    let node = ClientNode::start(config).await.with_context(|| {
+        format!(
+            "starting the client daemon (data dir {})",
+            data_dir.display()
+        )
+    })?;
+    println!("orb-client ready id={} api={}", node.id, node.api_addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    v.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string())
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")
+}
+
+fn unreachable(e: reqwest::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach the orb-client daemon's API ({e}); is `orb-client daemon` running, and is --api right?"
+    )
+}
+
+async fn get_json(url: &str) -> anyhow::Result<Value> {
+    let resp = client()?.get(url).send().await.map_err(unreachable)?;
+    json_or_error(resp).await
+}
+
+async fn json_or_error(resp: reqwest::Response) -> anyhow::Result<Value> {
+    let status = resp.status();
+    let bytes = resp.bytes().await.context("reading the answer")?;
+    if !status.is_success() {
+        bail!(
+            "{} ({})",
+            String::from_utf8_lossy(&bytes).trim_end(),
+            status
+        );
+    }
+    serde_json::from_slice(&bytes).context("the daemon answered with invalid JSON")
+}

@@ -46,14 +46,20 @@ impl NatMapping {
 /// Classify from the addresses that different supers observed for the same
 /// local socket, and the node's own local addresses.
 pub fn classify(local: &[SocketAddr], observed: &[SocketAddr]) -> NatMapping {
-    let Some(first) = observed.first() else { return NatMapping::Unknown };
+    let Some(first) = observed.first() else {
+        return NatMapping::Unknown;
+    };
     if observed.iter().all(|o| local.contains(o)) {
         return NatMapping::None;
     }
     if observed.len() < 2 {
         return NatMapping::Unknown;
     }
-    if observed.iter().all(|o| o == first) { NatMapping::EndpointIndependent } else { NatMapping::EndpointDependent }
+    if observed.iter().all(|o| o == first) {
+        NatMapping::EndpointIndependent
+    } else {
+        NatMapping::EndpointDependent
+    }
 }
 
 /// When to send hole-punch probes: a burst at once, then retries spaced by
@@ -72,7 +78,13 @@ impl PunchSchedule {
     /// Start punching at `now`, with round trip `rtt`, giving up after `budget`.
     pub fn new(now: Instant, rtt: Duration, budget: Duration) -> Self {
         let interval = (rtt / 2).clamp(Duration::from_millis(10), Duration::from_millis(500));
-        PunchSchedule { next: now, interval, deadline: now + budget, sent: 0, max_probes: 32 }
+        PunchSchedule {
+            next: now,
+            interval,
+            deadline: now + budget,
+            sent: 0,
+            max_probes: 32,
+        }
     }
 
     /// Whether a probe is due at `now`; if so, it is counted as sent.
@@ -115,7 +127,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(now: Instant, rate: f64, burst: f64) -> Self {
-        TokenBucket { rate, burst, tokens: burst, last: now }
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -150,17 +167,27 @@ mod tests {
     use super::*;
 
     fn a(s: &str) -> SocketAddr {
-        s.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        s.parse()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     #[test]
     fn classification() {
         let local = [a("10.0.0.2:5000")];
         assert_eq!(classify(&local, &[]), NatMapping::Unknown);
-        assert_eq!(classify(&local, &[a("10.0.0.2:5000"), a("10.0.0.2:5000")]), NatMapping::None);
+        assert_eq!(
+            classify(&local, &[a("10.0.0.2:5000"), a("10.0.0.2:5000")]),
+            NatMapping::None
+        );
         assert_eq!(classify(&local, &[a("1.2.3.4:6000")]), NatMapping::Unknown);
-        assert_eq!(classify(&local, &[a("1.2.3.4:6000"), a("1.2.3.4:6000")]), NatMapping::EndpointIndependent);
-        assert_eq!(classify(&local, &[a("1.2.3.4:6000"), a("1.2.3.4:6001")]), NatMapping::EndpointDependent);
+        assert_eq!(
+            classify(&local, &[a("1.2.3.4:6000"), a("1.2.3.4:6000")]),
+            NatMapping::EndpointIndependent
+        );
+        assert_eq!(
+            classify(&local, &[a("1.2.3.4:6000"), a("1.2.3.4:6001")]),
+            NatMapping::EndpointDependent
+        );
     }
 
     #[test]

@@ -1,0 +1,990 @@
+//! The client daemon: home-super links, hosted replicas, and the local API.
+//!
+//! The daemon dials each home super and keeps the connection open with QUIC
+//! keepalives (shorter than NAT mapping timeouts). Supers send `Place` and
+//! `Run` down that connection, so a client behind NAT serves calls without
+//! any inbound port. When a link drops, it is redialed with exponential
+//! backoff; the `Hello` on each new link lists the replicas held, so a
+//! restarted super learns them again.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Json, Response as HttpResponse};
+use axum::routing::{get, post};
+use orb_proto::receipt::Receipt;
+use orb_proto::wire::{
+    ErrorKind, FunctionSettings, Hello, HostedReplica, Request, Response, Role, Welcome, WireError,
+};
+use orb_proto::{ContentHash, Keypair, OrbId, PeerAddr};
+use orb_runtime::{Invocation, Runtime, RuntimeConfig, RuntimeError};
+use orb_store::{HostedRecord, PeerEntry, Store};
+use orb_transport::{Connection, Endpoint, IncomingRequest, TransportConfig};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::config::ClientConfig;
+use crate::error::NodeError;
+use crate::http_util::{self, FunctionJson};
+use crate::metrics::{Counter, Exposition, Histogram};
+use crate::util::{blocking, check_name, now_ms, request_id};
+
+/// First redial delay after a link drops.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest redial delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a deploy may take end to end (upload, validation, placement).
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a routed call may take at most, on top of the function's own limit.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Namespace for starting a client daemon.
+pub struct ClientNode;
+
+/// A running client daemon.
+pub struct ClientHandle {
+    /// This node's Orb ID.
+    pub id: OrbId,
+    /// The bound local API address.
+    pub api_addr: SocketAddr,
+    /// The bound QUIC address.
+    pub quic_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    endpoint: Endpoint,
+}
+
+impl ClientHandle {
+    /// Stop serving, close links, and wait for the tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint.close();
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// State of the link to one home super.
+#[derive(Clone)]
+struct SuperLink {
+    peer: PeerAddr,
+    conn: Option<Connection>,
+    observed: Option<SocketAddr>,
+    connected_ms: Option<u64>,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    id: OrbId,
+    keypair: Keypair,
+    stats: ClientStats,
+    config: ClientConfig,
+    quic_addr: SocketAddr,
+    store: Store,
+    runtime: Runtime,
+    endpoint: Endpoint,
+    supers: Mutex<HashMap<OrbId, SuperLink>>,
+    hosted: RwLock<HashMap<String, HostedRecord>>,
+    started: Instant,
+}
+
+impl ClientNode {
+    /// Open the store, bind QUIC and the local API, and start the links to
+    /// the home supers (from `config.supers` and from the store).
+    pub async fn start(config: ClientConfig) -> Result<ClientHandle, NodeError> {
+        let dir = config.data_dir.clone();
+        let store = blocking(move || Store::open(&dir)).await??;
+        let s = store.clone();
+        let keypair = blocking(move || s.load_or_create_identity()).await??;
+        let s = store.clone();
+        let hosted = blocking(move || s.hosted()).await??;
+        let s = store.clone();
+        let known = blocking(move || s.peers()).await??;
+
+        let endpoint = Endpoint::bind(config.listen, &keypair, TransportConfig::default())?;
+        let quic_addr = endpoint.local_addr()?;
+        let runtime = Runtime::new(RuntimeConfig {
+            capacity: config.capacity,
+            ..RuntimeConfig::default()
+        })?;
+        let listener = tokio::net::TcpListener::bind(config.api)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "local API",
+                addr: config.api,
+                source,
+            })?;
+        let api_addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+
+        // Home supers: the command line first, then the ones remembered.
+        let mut supers: HashMap<OrbId, SuperLink> = HashMap::new();
+        let remembered = known
+            .into_iter()
+            .filter(|p| p.role == Role::Super)
+            .map(|p| PeerAddr {
+                id: p.id,
+                addr: p.addr,
+            });
+        for peer in config.supers.iter().copied().chain(remembered) {
+            supers.entry(peer.id).or_insert(SuperLink {
+                peer,
+                conn: None,
+                observed: None,
+                connected_ms: None,
+                last_error: None,
+            });
+        }
+        if supers.is_empty() {
+            warn!(
+                "no super node known: pass --super ORBID@HOST:PORT once; it is remembered afterwards"
+            );
+        }
+        let peers: Vec<PeerAddr> = supers.values().map(|l| l.peer).collect();
+
+        let shared = Arc::new(Shared {
+            id: keypair.id(),
+            keypair: keypair.clone(),
+            stats: ClientStats::default(),
+            config,
+            quic_addr,
+            store,
+            runtime,
+            endpoint: endpoint.clone(),
+            supers: Mutex::new(supers),
+            hosted: RwLock::new(hosted.into_iter().map(|h| (h.name.clone(), h)).collect()),
+            started: Instant::now(),
+        });
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for peer in peers {
+            tasks.spawn(super_link(shared.clone(), peer, shutdown_rx.clone()));
+        }
+        tasks.spawn(accept_loop(
+            shared.clone(),
+            endpoint.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(serve_api(shared.clone(), listener, shutdown_rx));
+        info!(id = %shared.id, api = %api_addr, quic = %quic_addr, "client daemon started");
+        Ok(ClientHandle {
+            id: shared.id,
+            api_addr,
+            quic_addr,
+            shutdown,
+            tasks,
+            endpoint,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn hosted_list(shared: &Shared) -> Vec<HostedReplica> {
+    let hosted = shared.hosted.read().unwrap_or_else(|p| p.into_inner());
+    hosted
+        .values()
+        .map(|h| HostedReplica {
+            name: h.name.clone(),
+            hash: h.hash,
+        })
+        .collect()
+}
+
+/// Keep one home-super link up for the daemon's lifetime.
+async fn super_link(shared: Arc<Shared>, peer: PeerAddr, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match connect_super(&shared, peer).await {
+            Ok((conn, welcome)) => {
+                backoff = BACKOFF_MIN;
+                failures = 0;
+                info!(super_node = %peer.id.short(), addr = %peer.addr, observed = %welcome.observed_addr, "connected to super node");
+                {
+                    let mut supers = lock(&shared.supers);
+                    if let Some(l) = supers.get_mut(&peer.id) {
+                        l.conn = Some(conn.clone());
+                        l.observed = Some(welcome.observed_addr);
+                        l.connected_ms = Some(now_ms());
+                        l.last_error = None;
+                    }
+                }
+                let store = shared.store.clone();
+                let entry = PeerEntry {
+                    id: peer.id,
+                    addr: peer.addr,
+                    role: Role::Super,
+                    last_seen_ms: now_ms(),
+                };
+                if let Ok(Err(e)) = blocking(move || store.put_peer(&entry)).await {
+                    warn!(error = %e, "could not remember super node");
+                }
+                tokio::select! {
+                    reason = serve_super(shared.clone(), conn.clone()) => {
+                        warn!(super_node = %peer.id.short(), reason = %reason, "link to super node lost; reconnecting");
+                        let mut supers = lock(&shared.supers);
+                        if let Some(l) = supers.get_mut(&peer.id) {
+                            l.conn = None;
+                            l.connected_ms = None;
+                            l.last_error = Some(reason);
+                        }
+                    }
+                    _ = shutdown.changed() => { conn.close("shutting down"); return; }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                // Log the first failure loudly, then quietly: a super that is
+                // down for an hour should not flood the log.
+                if failures == 1 {
+                    warn!(super_node = %peer.id.short(), addr = %peer.addr, error = %e, "cannot reach super node; retrying with backoff");
+                } else {
+                    debug!(super_node = %peer.id.short(), error = %e, failures, "still cannot reach super node");
+                }
+                if let Some(l) = lock(&shared.supers).get_mut(&peer.id) {
+                    l.last_error = Some(e.to_string());
+                }
+            }
+        }
+        // Jitter spreads the reconnect storm after a super restarts.
+        let jitter = Duration::from_millis(u64::from(now_ms() as u32 % 100));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect_super(
+    shared: &Arc<Shared>,
+    peer: PeerAddr,
+) -> Result<(Connection, Welcome), NodeError> {
+    let conn = shared.endpoint.connect(peer).await?;
+    let hello = Request::Hello(Hello {
+        role: Role::Client,
+        version: orb_proto::wire::PROTOCOL_VERSION,
+        capacity: u32::try_from(shared.runtime.capacity()).unwrap_or(u32::MAX),
+        listen_addrs: vec![shared.quic_addr],
+        hosted: hosted_list(shared),
+        agent: crate::AGENT.to_string(),
+    });
+    match conn.request(&hello, &[], 1024).await? {
+        (Response::Welcome(w), _) => Ok((conn, w)),
+        (Response::Error(e), _) => Err(NodeError::Remote(e)),
+        (other, _) => Err(NodeError::Protocol(format!(
+            "expected Welcome, got {other:?}"
+        ))),
+    }
+}
+
+/// Serve requests the super sends down the link until it closes. Returns why.
+async fn serve_super(shared: Arc<Shared>, conn: Connection) -> String {
+    loop {
+        match conn.accept_request().await {
+            Ok(incoming) => {
+                let s = shared.clone();
+                let c = conn.clone();
+                tokio::spawn(async move { handle_request(s, c, incoming).await });
+            }
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+/// Direct dials to this client (node-to-node paths come with the NAT work);
+/// served the same way as requests from a super.
+async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            conn = endpoint.accept() => match conn {
+                Some(conn) => { conns.spawn(serve_super(shared.clone(), conn)); }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+async fn handle_request(shared: Arc<Shared>, conn: Connection, incoming: IncomingRequest) {
+    let (req, body, responder) = incoming.split();
+    let (resp, out) = match req {
+        Request::Hello(_) => (
+            Response::Welcome(Welcome {
+                node: shared.id,
+                observed_addr: conn.remote_addr(),
+            }),
+            Bytes::new(),
+        ),
+        Request::Ping { nonce } => (Response::Pong { nonce }, Bytes::new()),
+        Request::Run {
+            name,
+            hash,
+            settings,
+            meta,
+            caller,
+        } => run_call(&shared, name, hash, settings, meta, caller, body).await,
+        Request::Place { name, hash } => match place(&shared, &conn, name, hash).await {
+            Ok(()) => (Response::Placed, Bytes::new()),
+            Err(e) => (Response::Error(e), Bytes::new()),
+        },
+        Request::FetchModule { hash } => {
+            let store = shared.store.clone();
+            match blocking(move || store.module(&hash)).await {
+                Ok(Ok(Some(bytes))) => (Response::Module { hash }, Bytes::from(bytes)),
+                _ => (
+                    Response::Error(WireError::new(
+                        ErrorKind::NotFound,
+                        format!("no module {hash}"),
+                    )),
+                    Bytes::new(),
+                ),
+            }
+        }
+        other => (
+            Response::Error(WireError::new(
+                ErrorKind::BadRequest,
+                format!("a client does not serve {}", request_kind(&other)),
+            )),
+            Bytes::new(),
+        ),
+    };
+    if let Err(e) = responder.respond(&resp, &out).await {
+        debug!(error = %e, "could not send response");
+    }
+}
+
+fn request_kind(r: &Request) -> &'static str {
+    match r {
+        Request::Hello(_) => "Hello",
+        Request::Ping { .. } => "Ping",
+        Request::Deploy { .. } => "Deploy",
+        Request::Invoke { .. } => "Invoke",
+        Request::Run { .. } => "Run",
+        Request::Place { .. } => "Place",
+        Request::FetchModule { .. } => "FetchModule",
+        Request::ListFunctions => "ListFunctions",
+        Request::Dht(_) => "Dht",
+    }
+}
+
+/// Make sure `hash` is compiled and ready, loading it from the store if the
+/// daemon restarted since it was placed.
+async fn ensure_prepared(shared: &Arc<Shared>, hash: ContentHash) -> Result<(), WireError> {
+    if shared.runtime.is_prepared(&hash) {
+        return Ok(());
+    }
+    let store = shared.store.clone();
+    let rt = shared.runtime.clone();
+    blocking(move || -> Result<(), WireError> {
+        let module = store
+            .module(&hash)
+            .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?
+            .ok_or_else(|| {
+                WireError::new(
+                    ErrorKind::NotFound,
+                    format!("this node holds no module {hash}"),
+                )
+            })?;
+        prepare_cached(&store, &rt, hash, &module)
+    })
+    .await
+    .map_err(|e| e.to_wire())?
+}
+
+/// Compile `module` (already verified against `hash`), reusing the compiled
+/// artifact this node saved earlier when there is one. Artifacts are keyed
+/// by the runtime's cache key, so another wasmer version or metering setup
+/// recompiles. Blocking: run it on a blocking thread.
+fn prepare_cached(
+    store: &Store,
+    rt: &Runtime,
+    hash: ContentHash,
+    module: &[u8],
+) -> Result<(), WireError> {
+    let key = format!("{}/{hash}", rt.cache_key());
+    match store.artifact(&key) {
+        Ok(Some(artifact)) => match rt.prepare_artifact(hash, &artifact) {
+            Ok(()) => {
+                debug!(hash = %hash.short(), "compiled artifact loaded from the store");
+                return Ok(());
+            }
+            Err(e) => {
+                warn!(hash = %hash.short(), error = %e, "stored artifact unusable, recompiling");
+                let _ = store.remove_artifact(&key);
+            }
+        },
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot read the artifact cache"),
+    }
+    rt.prepare(hash, module).map_err(|e| {
+        WireError::new(ErrorKind::BadRequest, format!("cannot prepare module: {e}"))
+    })?;
+    if let Some(artifact) = rt.artifact(&hash)
+        && let Err(e) = store.put_artifact(&key, &artifact)
+    {
+        warn!(error = %e, "cannot save the compiled artifact");
+    }
+    Ok(())
+}
+
+async fn run_call(
+    shared: &Arc<Shared>,
+    name: String,
+    hash: ContentHash,
+    settings: FunctionSettings,
+    meta: orb_proto::wire::CallMeta,
+    caller: OrbId,
+    input: Bytes,
+) -> (Response, Bytes) {
+    let started = Instant::now();
+    let answer = run_call_inner(shared, name, hash, settings, meta, caller, input).await;
+    shared.stats.calls.inc();
+    shared.stats.call_latency.observe(started.elapsed());
+    match &answer.0 {
+        Response::Ran { outcome, .. } if outcome.is_success() => {}
+        Response::Error(e) if e.kind == ErrorKind::Busy => shared.stats.busy.inc(),
+        _ => shared.stats.errors.inc(),
+    }
+    answer
+}
+
+async fn run_call_inner(
+    shared: &Arc<Shared>,
+    name: String,
+    hash: ContentHash,
+    settings: FunctionSettings,
+    meta: orb_proto::wire::CallMeta,
+    caller: OrbId,
+    input: Bytes,
+) -> (Response, Bytes) {
+    if let Err(e) = ensure_prepared(shared, hash).await {
+        return (Response::Error(e), Bytes::new());
+    }
+    let request_id = meta.request_id.clone();
+    let inv = Invocation {
+        function: name.clone(),
+        input,
+        args: settings.args,
+        env: settings.env,
+        meta,
+        limits: settings.limits,
+    };
+    match shared.runtime.call(hash, inv).await {
+        Ok(result) => {
+            debug!(function = %name, request = %request_id, status = ?result.outcome.status, fuel = result.outcome.fuel_used, "call ran");
+            let receipt = Receipt {
+                function: hash,
+                caller,
+                executor: shared.id,
+                fuel_used: result.outcome.fuel_used,
+                duration_us: result.outcome.duration_us,
+                time_ms: now_ms(),
+                request_id,
+            }
+            .sign(&shared.keypair)
+            .map(Box::new)
+            .map_err(|e| warn!(error = %e, "cannot sign receipt"))
+            .ok();
+            (
+                Response::Ran {
+                    node: shared.id,
+                    outcome: result.outcome,
+                    receipt,
+                },
+                Bytes::from(result.stdout),
+            )
+        }
+        Err(RuntimeError::Busy) => (
+            Response::Error(WireError::new(ErrorKind::Busy, "node at capacity")),
+            Bytes::new(),
+        ),
+        Err(RuntimeError::NotPrepared(h)) => (
+            Response::Error(WireError::new(
+                ErrorKind::NotFound,
+                format!("module {h} is not ready here"),
+            )),
+            Bytes::new(),
+        ),
+        Err(e) => (
+            Response::Error(WireError::new(ErrorKind::Internal, e.to_string())),
+            Bytes::new(),
+        ),
+    }
+}
+
+/// Fetch (from the super that asked), verify, compile and remember a replica.
+async fn place(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    name: String,
+    hash: ContentHash,
+) -> Result<(), WireError> {
+    check_name(&name)?;
+    let store = shared.store.clone();
+    let have = blocking(move || store.has_module(&hash))
+        .await
+        .map_err(|e| e.to_wire())?
+        .unwrap_or(false);
+    let module = if have {
+        None
+    } else {
+        let (resp, bytes) = conn
+            .request(
+                &Request::FetchModule { hash },
+                &[],
+                orb_proto::limits::MAX_MODULE,
+            )
+            .await
+            .map_err(|e| WireError::new(ErrorKind::Unavailable, format!("fetching module: {e}")))?;
+        match resp {
+            Response::Module { .. } => {}
+            Response::Error(e) => return Err(e),
+            other => {
+                return Err(WireError::new(
+                    ErrorKind::Internal,
+                    format!("unexpected answer {other:?}"),
+                ));
+            }
+        }
+        // Never trust the sender: the hash is the module's identity.
+        let actual = ContentHash::of(&bytes);
+        if actual != hash {
+            return Err(WireError::new(
+                ErrorKind::BadRequest,
+                format!("fetched module hashes to {actual}, not {hash}"),
+            ));
+        }
+        Some(bytes)
+    };
+    let store = shared.store.clone();
+    let rt = shared.runtime.clone();
+    let record = HostedRecord {
+        name: name.clone(),
+        hash,
+        settings: FunctionSettings::default(),
+    };
+    let rec = record.clone();
+    blocking(move || -> Result<(), WireError> {
+        match module {
+            Some(b) => {
+                // Compile before storing: a module this node cannot run is
+                // never kept.
+                prepare_cached(&store, &rt, hash, &b)?;
+                store
+                    .put_module(&hash, &b)
+                    .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?;
+            }
+            None => {
+                let b = store
+                    .module(&hash)
+                    .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))?
+                    .ok_or_else(|| {
+                        WireError::new(ErrorKind::Internal, "module vanished from the store")
+                    })?;
+                prepare_cached(&store, &rt, hash, &b)?;
+            }
+        }
+        store
+            .put_hosted(&rec)
+            .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))
+    })
+    .await
+    .map_err(|e| e.to_wire())??;
+    shared
+        .hosted
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.clone(), record);
+    info!(function = %name, hash = %hash.short(), "hosting replica");
+    Ok(())
+}
+
+/// The connected super with the lowest round-trip time.
+fn best_super(shared: &Shared) -> Result<Connection, NodeError> {
+    let supers = lock(&shared.supers);
+    supers
+        .values()
+        .filter_map(|l| l.conn.clone())
+        .filter(|c| !c.is_closed())
+        .min_by_key(|c| c.rtt())
+        .ok_or(NodeError::NoSuper)
+}
+
+// ---------------------------------------------------------------- local API
+
+async fn serve_api(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/api/status", get(api_status))
+        .route("/api/functions", get(api_functions))
+        .route("/api/nodes", get(api_nodes))
+        .route("/api/deploy", post(api_deploy))
+        .route("/api/invoke/{name}", post(api_invoke))
+        .route("/metrics", get(api_metrics))
+        .route("/", get(api_dashboard))
+        .with_state(shared);
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = res {
+        warn!(error = %e, "local API stopped");
+    }
+}
+
+#[derive(Serialize)]
+struct SuperJson {
+    id: String,
+    addr: String,
+    connected: bool,
+    observed_addr: Option<String>,
+    last_error: Option<String>,
+    rtt_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct HostedJson {
+    name: String,
+    hash: String,
+}
+
+#[derive(Serialize)]
+struct ClientStatusJson {
+    id: String,
+    role: &'static str,
+    agent: &'static str,
+    quic: String,
+    uptime_s: u64,
+    capacity: usize,
+    in_flight: usize,
+    supers: Vec<SuperJson>,
+    hosted: Vec<HostedJson>,
+}
+
+fn super_views(shared: &Shared) -> Vec<SuperJson> {
+    let supers = lock(&shared.supers);
+    let mut v: Vec<SuperJson> = supers
+        .values()
+        .map(|l| {
+            let live = l.conn.as_ref().filter(|c| !c.is_closed());
+            SuperJson {
+                id: l.peer.id.to_string(),
+                addr: l.peer.addr.to_string(),
+                connected: live.is_some(),
+                observed_addr: l.observed.map(|a| a.to_string()),
+                last_error: l.last_error.clone(),
+                rtt_ms: live.map(|c| c.rtt().as_secs_f64() * 1000.0),
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.id.cmp(&b.id));
+    v
+}
+
+async fn api_status(State(shared): State<Arc<Shared>>) -> Json<ClientStatusJson> {
+    let mut hosted: Vec<HostedJson> = hosted_list(&shared)
+        .into_iter()
+        .map(|h| HostedJson {
+            name: h.name,
+            hash: h.hash.to_string(),
+        })
+        .collect();
+    hosted.sort_by(|a, b| a.name.cmp(&b.name));
+    Json(ClientStatusJson {
+        id: shared.id.to_string(),
+        role: "client",
+        agent: crate::AGENT,
+        quic: shared.quic_addr.to_string(),
+        uptime_s: shared.started.elapsed().as_secs(),
+        capacity: shared.runtime.capacity(),
+        in_flight: shared.runtime.in_flight(),
+        supers: super_views(&shared),
+        hosted,
+    })
+}
+
+#[derive(Serialize)]
+struct NodeJson {
+    id: String,
+    role: &'static str,
+    addr: String,
+    capacity: Option<u32>,
+    in_flight: Option<u32>,
+    served: Option<u64>,
+    rtt_ms: f64,
+    connected: bool,
+}
+
+async fn api_nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<NodeJson>> {
+    Json(
+        super_views(&shared)
+            .into_iter()
+            .map(|s| NodeJson {
+                id: s.id,
+                role: "super",
+                addr: s.addr,
+                capacity: None,
+                in_flight: None,
+                served: None,
+                rtt_ms: s.rtt_ms.unwrap_or(0.0),
+                connected: s.connected,
+            })
+            .collect(),
+    )
+}
+
+async fn api_functions(State(shared): State<Arc<Shared>>) -> HttpResponse {
+    let result = async {
+        let conn = best_super(&shared)?;
+        match conn
+            .request(&Request::ListFunctions, &[], orb_proto::limits::MAX_FRAME)
+            .await?
+        {
+            (Response::Functions(list), _) => Ok(list),
+            (Response::Error(e), _) => Err(NodeError::Remote(e)),
+            (other, _) => Err(NodeError::Protocol(format!(
+                "expected Functions, got {other:?}"
+            ))),
+        }
+    }
+    .await;
+    match result {
+        Ok(list) => Json(list.iter().map(FunctionJson::from).collect::<Vec<_>>()).into_response(),
+        Err(e) => http_util::error_response(&e.to_wire()),
+    }
+}
+
+#[derive(Serialize)]
+struct DeployedJson {
+    name: String,
+    hash: String,
+    placed_on: Vec<String>,
+}
+
+/// Deploy settings from the query string: `name`, `replicas`,
+/// `max_replicas`, and repeatable `arg` and `env` (`K=V`).
+fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings), WireError> {
+    let bad = |m: String| WireError::new(ErrorKind::BadRequest, m);
+    let mut name = None;
+    let mut settings = FunctionSettings {
+        replicas: 2,
+        ..FunctionSettings::default()
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "name" => name = Some(v.into_owned()),
+            "replicas" => {
+                settings.replicas = v
+                    .parse()
+                    .map_err(|_| bad(format!("replicas must be a number, not {v:?}")))?
+            }
+            "max_replicas" => {
+                settings.max_replicas = v
+                    .parse()
+                    .map_err(|_| bad(format!("max_replicas must be a number, not {v:?}")))?
+            }
+            "arg" => settings.args.push(v.into_owned()),
+            "env" => {
+                let (key, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("env must be KEY=VALUE, not {v:?}")))?;
+                settings.env.push((key.to_string(), val.to_string()));
+            }
+            other => return Err(bad(format!("unknown deploy parameter {other:?}"))),
+        }
+    }
+    let name = name.ok_or_else(|| bad("missing name".into()))?;
+    check_name(&name)?;
+    if settings.replicas == 0 {
+        return Err(bad("replicas must be at least 1".into()));
+    }
+    settings.max_replicas = settings.max_replicas.max(settings.replicas);
+    Ok((name, settings))
+}
+
+async fn api_deploy(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    let result = async {
+        let (name, settings) = deploy_params(query.as_deref())?;
+        let module = http_util::read_body(&headers, body, orb_proto::limits::MAX_MODULE).await?;
+        // Validate here first: a bad file gets a clear answer without a
+        // round trip, and nothing is sent or stored.
+        let rt = shared.runtime.clone();
+        let m = module.clone();
+        blocking(move || rt.validate(&m))
+            .await
+            .map_err(|e| e.to_wire())?
+            .map_err(|e| WireError::new(ErrorKind::BadRequest, format!("module refused: {e}")))?;
+        let hash = ContentHash::of(&module);
+        let conn = best_super(&shared).map_err(|e| e.to_wire())?;
+        let req = Request::Deploy {
+            name,
+            hash,
+            settings,
+        };
+        let answer = tokio::time::timeout(DEPLOY_TIMEOUT, conn.request(&req, &module, 1024 * 1024))
+            .await
+            .map_err(|_| WireError::new(ErrorKind::Unavailable, "deploy timed out"))?
+            .map_err(|e| NodeError::from(e).to_wire())?;
+        match answer {
+            (
+                Response::Deployed {
+                    name,
+                    hash,
+                    placed_on,
+                },
+                _,
+            ) => Ok(DeployedJson {
+                name,
+                hash: hash.to_string(),
+                placed_on: placed_on.iter().map(|p| p.to_string()).collect(),
+            }),
+            (Response::Error(e), _) => Err(e),
+            (other, _) => Err(WireError::new(
+                ErrorKind::Internal,
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+    .await;
+    match result {
+        Ok(d) => (StatusCode::OK, Json(d)).into_response(),
+        Err(e) => http_util::error_response(&e),
+    }
+}
+
+async fn api_invoke(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    let rid = request_id();
+    let result = async {
+        let input = http_util::read_body(&headers, body, shared.config.max_body).await?;
+        let meta = http_util::call_meta("POST", query.as_deref(), &headers, rid.clone());
+        let conn = best_super(&shared).map_err(|e| e.to_wire())?;
+        let req = Request::Invoke { name, meta };
+        let max_out = orb_proto::limits::DEFAULT_MAX_OUTPUT + 64 * 1024;
+        let answer = tokio::time::timeout(INVOKE_TIMEOUT, conn.request(&req, &input, max_out))
+            .await
+            .map_err(|_| WireError::new(ErrorKind::Unavailable, "call timed out"))?
+            .map_err(|e| NodeError::from(e).to_wire())?;
+        match answer {
+            (Response::Ran { node, outcome, .. }, out) => Ok((node, outcome, out)),
+            (Response::Error(e), _) => Err(e),
+            (other, _) => Err(WireError::new(
+                ErrorKind::Internal,
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+    .await;
+    match result {
+        Ok((node, outcome, out)) => http_util::call_response(node, &outcome, out, &rid),
+        Err(e) => http_util::error_response(&e),
+    }
+}
+
+async fn api_dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+/// Counters behind the client's `GET /metrics`.
+#[derive(Default)]
+struct ClientStats {
+    calls: Counter,
+    errors: Counter,
+    busy: Counter,
+    call_latency: Histogram,
+}
+
+async fn api_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let st = &shared.stats;
+    let mut e = Exposition::default();
+    e.sample(
+        "orb_calls_total",
+        "counter",
+        "Calls run on this node.",
+        st.calls.get() as f64,
+    );
+    e.sample(
+        "orb_call_errors_total",
+        "counter",
+        "Calls that failed or hit a limit.",
+        st.errors.get() as f64,
+    );
+    e.sample(
+        "orb_calls_busy_total",
+        "counter",
+        "Calls refused at capacity.",
+        st.busy.get() as f64,
+    );
+    e.histogram(
+        "orb_call_duration_seconds",
+        "Time to run a call on this node.",
+        &st.call_latency,
+    );
+    e.sample(
+        "orb_calls_in_flight",
+        "gauge",
+        "Calls running now.",
+        shared.runtime.in_flight() as f64,
+    );
+    let connected = super_views(&shared).iter().filter(|s| s.connected).count();
+    e.labelled(
+        "orb_connections",
+        "gauge",
+        "Open connections by kind.",
+        &[("kind", "super", connected as f64)],
+    );
+    e.sample(
+        "orb_hosted_replicas",
+        "gauge",
+        "Replicas this node hosts.",
+        hosted_list(&shared).len() as f64,
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        e.finish(),
+    )
+}

@@ -1,0 +1,87 @@
+//! Node configuration with the defaults of DESIGN.md's contract.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use orb_proto::PeerAddr;
+
+/// Default QUIC port of a super node.
+pub const DEFAULT_SUPER_QUIC: &str = "0.0.0.0:7700";
+/// Default HTTP gateway address of a super node.
+pub const DEFAULT_SUPER_HTTP: &str = "0.0.0.0:7780";
+/// Default QUIC address of a client (any port).
+pub const DEFAULT_CLIENT_QUIC: &str = "0.0.0.0:0";
+/// Default local API address of a client.
+pub const DEFAULT_CLIENT_API: &str = "127.0.0.1:7790";
+
+/// Settings of a super node.
+#[derive(Debug, Clone)]
+pub struct SuperConfig {
+    /// Data directory (the redb file lives here).
+    pub data_dir: PathBuf,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// HTTP gateway listen address.
+    pub http: SocketAddr,
+    /// Supers to join through (used by the overlay).
+    pub bootstrap: Vec<PeerAddr>,
+    /// The address others should use to reach this node, if it differs from `listen`.
+    pub public_addr: Option<SocketAddr>,
+    /// Largest request body the gateway accepts (413 beyond).
+    pub max_body: usize,
+    /// Concurrent HTTP connections served at once.
+    pub max_http_connections: usize,
+}
+
+impl SuperConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        SuperConfig {
+            data_dir,
+            listen: parse_default(DEFAULT_SUPER_QUIC),
+            http: parse_default(DEFAULT_SUPER_HTTP),
+            bootstrap: Vec::new(),
+            public_addr: None,
+            max_body: orb_proto::limits::DEFAULT_MAX_INPUT,
+            max_http_connections: 1024,
+        }
+    }
+}
+
+/// Settings of a client daemon.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Home supers from the command line (the store remembers them too).
+    pub supers: Vec<PeerAddr>,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Local API address.
+    pub api: SocketAddr,
+    /// Calls run at once at most.
+    pub capacity: usize,
+    /// Largest request body the local API accepts for `invoke`.
+    pub max_body: usize,
+}
+
+impl ClientConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: PathBuf) -> Self {
+        ClientConfig {
+            data_dir,
+            supers: Vec::new(),
+            listen: parse_default(DEFAULT_CLIENT_QUIC),
+            api: parse_default(DEFAULT_CLIENT_API),
+            capacity: 4,
+            max_body: orb_proto::limits::DEFAULT_MAX_INPUT,
+        }
+    }
+}
+
+fn parse_default(s: &str) -> SocketAddr {
+    // The constants above are valid literals; the fallback is unreachable but
+    // keeps library code free of panics.
+    s.parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}

@@ -1,0 +1,161 @@
+//! HTTP plumbing shared by the super's gateway and the client's local API.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use orb_proto::OrbId;
+use orb_proto::wire::{CallMeta, ErrorKind, FunctionInfo, RunOutcome, RunStatus, WireError};
+use serde::{Deserialize, Serialize};
+
+/// Header naming the node that ran a call.
+pub(crate) const X_ORB_NODE: &str = "x-orb-node";
+/// Header carrying the request ID.
+pub(crate) const X_ORB_REQUEST_ID: &str = "x-orb-request-id";
+/// Header carrying the fuel a call used.
+pub(crate) const X_ORB_FUEL: &str = "x-orb-fuel";
+
+/// The HTTP status for a wire error, per DESIGN.md's contract.
+pub(crate) fn status_for(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::BAD_GATEWAY,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::FunctionFailed | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The wire error kind for an HTTP status (the CLI maps answers back).
+pub(crate) fn error_response(err: &WireError) -> Response {
+    let mut resp = (status_for(err.kind), format!("{}\n", err.message)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{:?}", err.kind)) {
+        resp.headers_mut().insert("x-orb-error", v);
+    }
+    resp
+}
+
+/// Read a request body, refusing with 413 as soon as it passes `limit`
+/// (the declared Content-Length is checked first, so a huge upload is
+/// refused before a byte of it is read).
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, WireError> {
+    let too_large = || {
+        WireError::new(
+            ErrorKind::TooLarge,
+            format!("request body is over the {limit}-byte limit"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// Call metadata from an HTTP request.
+pub(crate) fn call_meta(
+    method: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    request_id: String,
+) -> CallMeta {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let headers = headers
+        .iter()
+        .filter(|(k, _)| *k != header::CONTENT_LENGTH && *k != header::CONTENT_TYPE)
+        .take(64)
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.chars().take(1024).collect()))
+        })
+        .collect();
+    CallMeta {
+        request_id,
+        method: method.to_string(),
+        query: query.unwrap_or("").to_string(),
+        content_type,
+        headers,
+    }
+}
+
+/// A human-readable account of a failed run.
+pub(crate) fn failure_text(outcome: &RunOutcome) -> String {
+    let head = match &outcome.status {
+        RunStatus::Exited(code) => format!("function failed: exit code {code}"),
+        RunStatus::Trapped(msg) => format!("function trapped: {msg}"),
+        RunStatus::LimitExceeded { limit, detail } => {
+            format!("function stopped: {limit} limit exceeded: {detail}")
+        }
+    };
+    if outcome.stderr.is_empty() {
+        head
+    } else {
+        format!("{head}\nstderr:\n{}", outcome.stderr)
+    }
+}
+
+/// The HTTP answer for a completed call.
+pub(crate) fn call_response(
+    node: OrbId,
+    outcome: &RunOutcome,
+    output: Bytes,
+    request_id: &str,
+) -> Response {
+    let mut resp = if outcome.is_success() {
+        (StatusCode::OK, output).into_response()
+    } else {
+        let err = WireError::new(ErrorKind::FunctionFailed, failure_text(outcome));
+        error_response(&err)
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&node.to_string()) {
+        h.insert(X_ORB_NODE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_ORB_REQUEST_ID, v);
+    }
+    h.insert(X_ORB_FUEL, HeaderValue::from(outcome.fuel_used));
+    resp
+}
+
+/// JSON form of a function.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FunctionJson {
+    pub name: String,
+    pub hash: String,
+    pub owner: String,
+    pub size: u64,
+    pub replicas_wanted: u32,
+    pub max_replicas: u32,
+    pub replicas: Vec<String>,
+}
+
+impl From<&FunctionInfo> for FunctionJson {
+    fn from(f: &FunctionInfo) -> Self {
+        FunctionJson {
+            name: f.name.clone(),
+            hash: f.hash.to_string(),
+            owner: f.owner.to_string(),
+            size: f.size,
+            replicas_wanted: f.settings.replicas,
+            max_replicas: f.settings.max_replicas,
+            replicas: f.replicas.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+}

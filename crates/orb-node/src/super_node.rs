@@ -1,0 +1,1007 @@
+//! The super node role: tunnels to clients, module store, placement, call
+//! routing and the HTTP gateway.
+//!
+//! Clients dial the super and keep that QUIC connection open; the super
+//! sends `Place` and `Run` requests back down the same connection. That
+//! connection is the public-to-private tunnel: a NATed client never has to
+//! accept an inbound dial.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Json, Response as HttpResponse};
+use axum::routing::{get, post};
+use orb_proto::wire::{
+    CallMeta, ErrorKind, FunctionInfo, FunctionSettings, Hello, Request, Response, Role,
+    RunOutcome, Welcome, WireError,
+};
+use orb_proto::{ContentHash, OrbId};
+use orb_runtime::{Runtime, RuntimeConfig};
+use orb_store::{FunctionRecord, Store};
+use orb_transport::{Connection, Endpoint, IncomingRequest, TransportConfig};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::config::SuperConfig;
+use crate::error::NodeError;
+use crate::http_util;
+use crate::ledger::{Expected, Ledger};
+use crate::metrics::{Counter, Exposition, Histogram};
+use crate::util::{blocking, check_name, now_ms, request_id};
+
+/// How long a new connection may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long placing a replica (fetch + compile) may take.
+const PLACE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Slack on top of the output cap for the response frame.
+const OUTPUT_SLACK: usize = 64 * 1024;
+
+/// Namespace for starting a super node.
+pub struct SuperNode;
+
+/// A running super node.
+pub struct SuperHandle {
+    /// This node's Orb ID.
+    pub id: OrbId,
+    /// The bound QUIC address.
+    pub quic_addr: SocketAddr,
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    endpoint: Endpoint,
+}
+
+impl SuperHandle {
+    /// Stop accepting, close connections, and wait for the tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint.close();
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// A connected client as the super sees it.
+#[derive(Clone)]
+struct ClientEntry {
+    conn: Connection,
+    generation: u64,
+    capacity: u32,
+    in_flight: Arc<AtomicU32>,
+    served: Arc<AtomicU64>,
+    hosted: HashSet<ContentHash>,
+    observed: SocketAddr,
+    agent: String,
+    connected_ms: u64,
+}
+
+/// Counters behind `GET /metrics` and `/api/status`.
+#[derive(Default)]
+struct Stats {
+    calls: Counter,
+    call_errors: Counter,
+    calls_busy: Counter,
+    calls_failed_over: Counter,
+    call_latency: Histogram,
+    deploys: Counter,
+    deploys_refused: Counter,
+    receipts_refused: Counter,
+}
+
+pub(crate) struct Shared {
+    id: OrbId,
+    config: SuperConfig,
+    quic_addr: SocketAddr,
+    http_addr: Mutex<Option<SocketAddr>>,
+    store: Store,
+    runtime: Runtime,
+    clients: Mutex<HashMap<OrbId, ClientEntry>>,
+    functions: RwLock<HashMap<String, FunctionRecord>>,
+    next_generation: AtomicU64,
+    started: Instant,
+    stats: Stats,
+    ledger: Ledger,
+}
+
+impl SuperNode {
+    /// Open the store, bind QUIC and HTTP, and start serving.
+    pub async fn start(config: SuperConfig) -> Result<SuperHandle, NodeError> {
+        let dir = config.data_dir.clone();
+        let store = blocking(move || Store::open(&dir)).await??;
+        let s = store.clone();
+        let keypair = blocking(move || s.load_or_create_identity()).await??;
+        let s = store.clone();
+        let functions = blocking(move || s.functions()).await??;
+        let s = store.clone();
+        let ledger = blocking(move || Ledger::load(&s)).await??;
+
+        let endpoint = Endpoint::bind(config.listen, &keypair, TransportConfig::default())?;
+        let quic_addr = endpoint.local_addr()?;
+        // The super runs no functions; its runtime only validates deploys.
+        let runtime = Runtime::new(RuntimeConfig {
+            capacity: 0,
+            ..RuntimeConfig::default()
+        })?;
+
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "HTTP gateway",
+                addr: config.http,
+                source,
+            })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+
+        let shared = Arc::new(Shared {
+            id: keypair.id(),
+            config,
+            quic_addr,
+            http_addr: Mutex::new(Some(http_addr)),
+            store,
+            runtime,
+            clients: Mutex::new(HashMap::new()),
+            functions: RwLock::new(functions.into_iter().map(|f| (f.name.clone(), f)).collect()),
+            next_generation: AtomicU64::new(1),
+            started: Instant::now(),
+            stats: Stats::default(),
+            ledger,
+        });
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(
+            shared.clone(),
+            endpoint.clone(),
+            shutdown_rx.clone(),
+        ));
+        tasks.spawn(serve_http(shared.clone(), listener, shutdown_rx.clone()));
+        tasks.spawn(flush_ledger(shared.clone(), shutdown_rx));
+        info!(id = %shared.id, quic = %quic_addr, http = %http_addr, "super node started");
+        Ok(SuperHandle {
+            id: shared.id,
+            quic_addr,
+            http_addr,
+            shutdown,
+            tasks,
+            endpoint,
+        })
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            conn = endpoint.accept() => match conn {
+                Some(conn) => { conns.spawn(serve_connection(shared.clone(), conn)); }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+            // Reap finished connection tasks so the set stays small.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
+    let peer = conn.peer_id();
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_request()).await {
+        Ok(Ok(first)) => first,
+        Ok(Err(e)) => {
+            debug!(peer = %peer.short(), error = %e, "connection ended before hello");
+            return;
+        }
+        Err(_) => {
+            conn.close("no hello in time");
+            return;
+        }
+    };
+    let (req, _body, responder) = hello.split();
+    let Request::Hello(hello) = req else {
+        let err = WireError::new(ErrorKind::BadRequest, "the first request must be Hello");
+        let _ = responder.respond(&Response::Error(err), &[]).await;
+        conn.close("first request was not hello");
+        return;
+    };
+    let welcome = Response::Welcome(Welcome {
+        node: shared.id,
+        observed_addr: conn.remote_addr(),
+    });
+    if responder.respond(&welcome, &[]).await.is_err() {
+        return;
+    }
+    let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
+    if hello.role == Role::Client {
+        register_client(&shared, &conn, &hello, generation);
+        let s = shared.clone();
+        tokio::spawn(async move { rebalance(&s).await });
+    }
+
+    loop {
+        match conn.accept_request().await {
+            Ok(incoming) => {
+                let s = shared.clone();
+                tokio::spawn(async move { handle_request(s, peer, incoming).await });
+            }
+            Err(e) => {
+                debug!(peer = %peer.short(), error = %e, "connection closed");
+                break;
+            }
+        }
+    }
+    if hello.role == Role::Client {
+        let removed = {
+            let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+            // Only remove our own entry: the client may already have reconnected.
+            if clients
+                .get(&peer)
+                .is_some_and(|c| c.generation == generation)
+            {
+                clients.remove(&peer);
+                true
+            } else {
+                false
+            }
+        };
+        if removed {
+            info!(client = %peer.short(), "client disconnected");
+            rebalance(&shared).await;
+        }
+    }
+}
+
+fn register_client(shared: &Shared, conn: &Connection, hello: &Hello, generation: u64) {
+    let entry = ClientEntry {
+        conn: conn.clone(),
+        generation,
+        capacity: hello.capacity,
+        in_flight: Arc::new(AtomicU32::new(0)),
+        served: Arc::new(AtomicU64::new(0)),
+        hosted: hello.hosted.iter().map(|h| h.hash).collect(),
+        observed: conn.remote_addr(),
+        agent: hello.agent.chars().take(64).collect(),
+        connected_ms: now_ms(),
+    };
+    info!(client = %conn.peer_id().short(), addr = %conn.remote_addr(), capacity = hello.capacity,
+          hosted = hello.hosted.len(), "client registered");
+    let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(old) = clients.insert(conn.peer_id(), entry) {
+        // A reconnect replaces the old tunnel; close it so its calls fail fast.
+        old.conn.close("replaced by a newer connection");
+    }
+}
+
+async fn handle_request(shared: Arc<Shared>, peer: OrbId, incoming: IncomingRequest) {
+    let (req, body, responder) = incoming.split();
+    let (resp, out): (Response, Bytes) = match req {
+        Request::Hello(_) => (
+            Response::Welcome(Welcome {
+                node: shared.id,
+                observed_addr: shared.quic_addr,
+            }),
+            Bytes::new(),
+        ),
+        Request::Ping { nonce } => (Response::Pong { nonce }, Bytes::new()),
+        Request::Deploy {
+            name,
+            hash,
+            settings,
+        } => match deploy(&shared, peer, name, hash, settings, body).await {
+            Ok(r) => (r, Bytes::new()),
+            Err(e) => {
+                shared.stats.deploys_refused.inc();
+                warn!(peer = %peer.short(), error = %e.message, "deploy refused");
+                (Response::Error(e), Bytes::new())
+            }
+        },
+        Request::Invoke { name, mut meta } => {
+            if meta.request_id.is_empty() {
+                meta.request_id = request_id();
+            }
+            match route_call(&shared, &name, meta, body, peer).await {
+                Ok((node, outcome, out)) => (
+                    Response::Ran {
+                        node,
+                        outcome,
+                        receipt: None,
+                    },
+                    out,
+                ),
+                Err(e) => (Response::Error(e), Bytes::new()),
+            }
+        }
+        Request::FetchModule { hash } => {
+            let store = shared.store.clone();
+            match blocking(move || store.module(&hash)).await {
+                Ok(Ok(Some(bytes))) => (Response::Module { hash }, Bytes::from(bytes)),
+                Ok(Ok(None)) => (
+                    Response::Error(WireError::new(
+                        ErrorKind::NotFound,
+                        format!("no module {hash}"),
+                    )),
+                    Bytes::new(),
+                ),
+                Ok(Err(e)) => (Response::Error(NodeError::from(e).to_wire()), Bytes::new()),
+                Err(e) => (Response::Error(e.to_wire()), Bytes::new()),
+            }
+        }
+        Request::ListFunctions => (Response::Functions(function_infos(&shared)), Bytes::new()),
+        Request::Run { .. } | Request::Place { .. } => (
+            Response::Error(WireError::new(
+                ErrorKind::BadRequest,
+                "a super node does not host replicas",
+            )),
+            Bytes::new(),
+        ),
+        Request::Dht(_) => (
+            Response::Error(WireError::new(
+                ErrorKind::BadRequest,
+                "this super does not serve the DHT yet",
+            )),
+            Bytes::new(),
+        ),
+    };
+    if let Err(e) = responder.respond(&resp, &out).await {
+        debug!(peer = %peer.short(), error = %e, "could not send response");
+    }
+}
+
+async fn deploy(
+    shared: &Arc<Shared>,
+    owner: OrbId,
+    name: String,
+    hash: ContentHash,
+    mut settings: FunctionSettings,
+    module: Bytes,
+) -> Result<Response, WireError> {
+    check_name(&name)?;
+    if module.len() > orb_proto::limits::MAX_MODULE {
+        return Err(WireError::new(
+            ErrorKind::TooLarge,
+            format!(
+                "module of {} bytes is over the {}-byte limit",
+                module.len(),
+                orb_proto::limits::MAX_MODULE
+            ),
+        ));
+    }
+    let actual = ContentHash::of(&module);
+    if actual != hash {
+        return Err(WireError::new(
+            ErrorKind::BadRequest,
+            format!("module bytes hash to {actual}, not the declared {hash}"),
+        ));
+    }
+    let previous = read_lock(&shared.functions).get(&name).cloned();
+    if let Some(prev) = &previous
+        && prev.owner != owner
+    {
+        return Err(WireError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "function {name:?} belongs to node {}; only its owner can update it",
+                prev.owner
+            ),
+        ));
+    }
+    let rt = shared.runtime.clone();
+    let m = module.clone();
+    blocking(move || rt.validate(&m))
+        .await
+        .map_err(|e| e.to_wire())?
+        .map_err(|e| WireError::new(ErrorKind::BadRequest, format!("module refused: {e}")))?;
+
+    if settings.replicas == 0 {
+        settings.replicas = 1;
+    }
+    settings.max_replicas = settings.max_replicas.max(settings.replicas);
+    let now = now_ms();
+    let record = FunctionRecord {
+        name: name.clone(),
+        hash,
+        owner,
+        size: module.len() as u64,
+        settings,
+        created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
+        updated_ms: now,
+        placements: Vec::new(),
+    };
+    let store = shared.store.clone();
+    let rec = record.clone();
+    blocking(move || store.put_deploy(&rec, &module))
+        .await
+        .map_err(|e| e.to_wire())?
+        .map_err(|e| NodeError::from(e).to_wire())?;
+    write_lock(&shared.functions).insert(name.clone(), record.clone());
+    shared.stats.deploys.inc();
+    info!(function = %name, hash = %hash.short(), owner = %owner.short(), "function deployed");
+
+    let placed = place(shared, &record).await;
+    Ok(Response::Deployed {
+        name,
+        hash,
+        placed_on: placed,
+    })
+}
+
+/// Place `f` on clients until it has `replicas` live holders. Returns the
+/// nodes that hold it afterwards.
+async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
+    let (mut holders, candidates) = {
+        let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let holders: Vec<OrbId> = clients
+            .iter()
+            .filter(|(_, c)| c.hosted.contains(&f.hash))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut candidates: Vec<(usize, u32, OrbId, Connection)> = clients
+            .iter()
+            .filter(|(_, c)| c.capacity > 0 && !c.hosted.contains(&f.hash))
+            .map(|(id, c)| {
+                (
+                    c.hosted.len(),
+                    c.in_flight.load(Ordering::Relaxed),
+                    *id,
+                    c.conn.clone(),
+                )
+            })
+            .collect();
+        // Fewest hosted replicas first, then least busy: spreads functions.
+        candidates.sort_by_key(|(n, busy, id, _)| (*n, *busy, *id));
+        (holders, candidates)
+    };
+    let want = f.settings.replicas as usize;
+    for (_, _, id, conn) in candidates {
+        if holders.len() >= want {
+            break;
+        }
+        let req = Request::Place {
+            name: f.name.clone(),
+            hash: f.hash,
+        };
+        match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
+            Ok(Ok((Response::Placed, _))) => {
+                let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = clients.get_mut(&id) {
+                    c.hosted.insert(f.hash);
+                }
+                holders.push(id);
+                info!(function = %f.name, node = %id.short(), "replica placed");
+            }
+            Ok(Ok((other, _))) => {
+                warn!(function = %f.name, node = %id.short(), answer = ?other, "placement refused")
+            }
+            Ok(Err(e)) => {
+                warn!(function = %f.name, node = %id.short(), error = %e, "placement failed")
+            }
+            Err(_) => warn!(function = %f.name, node = %id.short(), "placement timed out"),
+        }
+    }
+    if holders.is_empty() {
+        warn!(function = %f.name, "no client with spare capacity is connected; the function has no replica yet");
+    }
+    let mut record = f.clone();
+    record.placements = holders.clone();
+    let store = shared.store.clone();
+    if let Ok(Err(e)) = blocking(move || store.put_function(&record)).await {
+        warn!(error = %e, "could not save placements");
+    }
+    if let Some(r) = write_lock(&shared.functions).get_mut(&f.name)
+        && r.hash == f.hash
+    {
+        r.placements = holders.clone();
+    }
+    holders
+}
+
+/// Keep every function at its wanted replica count with the clients that
+/// are connected now (after a client joins or leaves).
+async fn rebalance(shared: &Arc<Shared>) {
+    let functions: Vec<FunctionRecord> = read_lock(&shared.functions).values().cloned().collect();
+    for f in functions {
+        let live = {
+            let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+            clients
+                .values()
+                .filter(|c| c.hosted.contains(&f.hash))
+                .count()
+        };
+        if live < f.settings.replicas as usize {
+            place(shared, &f).await;
+        }
+    }
+}
+
+/// Route one call to a replica: least loaded first; a Busy answer or a
+/// replica that cannot be reached moves the call on to the next one.
+pub(crate) async fn route_call(
+    shared: &Arc<Shared>,
+    name: &str,
+    meta: CallMeta,
+    input: Bytes,
+    caller: OrbId,
+) -> Result<(OrbId, RunOutcome, Bytes), WireError> {
+    let started = Instant::now();
+    shared.stats.calls.inc();
+    let result = route_call_inner(shared, name, meta, input, caller).await;
+    shared.stats.call_latency.observe(started.elapsed());
+    match &result {
+        Ok((_, o, _)) if o.is_success() => {}
+        Err(e) if e.kind == ErrorKind::Busy => {
+            shared.stats.calls_busy.inc();
+            shared.stats.call_errors.inc();
+        }
+        _ => shared.stats.call_errors.inc(),
+    }
+    result
+}
+
+async fn route_call_inner(
+    shared: &Arc<Shared>,
+    name: &str,
+    meta: CallMeta,
+    input: Bytes,
+    caller: OrbId,
+) -> Result<(OrbId, RunOutcome, Bytes), WireError> {
+    let f = read_lock(&shared.functions)
+        .get(name)
+        .cloned()
+        .ok_or_else(|| {
+            WireError::new(ErrorKind::NotFound, format!("no function named {name:?}"))
+        })?;
+    let mut candidates: Vec<ClientEntry> = {
+        let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .values()
+            .filter(|c| c.hosted.contains(&f.hash))
+            .cloned()
+            .collect()
+    };
+    if candidates.is_empty() {
+        return Err(WireError::new(
+            ErrorKind::Unavailable,
+            format!("no replica of {name:?} is connected"),
+        ));
+    }
+    candidates.sort_by_key(|c| {
+        (
+            c.in_flight.load(Ordering::Relaxed) * 1000 / c.capacity.max(1),
+            c.conn.rtt(),
+        )
+    });
+    let mut busy = 0usize;
+    let mut last_error: Option<WireError> = None;
+    let request_id = meta.request_id.clone();
+    let req = Request::Run {
+        name: f.name.clone(),
+        hash: f.hash,
+        settings: f.settings.clone(),
+        meta,
+        caller,
+    };
+    let max_out = f
+        .settings
+        .limits
+        .max_output
+        .map_or(orb_proto::limits::DEFAULT_MAX_OUTPUT, |v| v as usize)
+        + OUTPUT_SLACK;
+    for (attempt, c) in candidates.iter().enumerate() {
+        if attempt > 0 {
+            shared.stats.calls_failed_over.inc();
+        }
+        // Reserve a slot; a replica at capacity is skipped without a round trip.
+        let before = c.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= c.capacity {
+            c.in_flight.fetch_sub(1, Ordering::AcqRel);
+            busy += 1;
+            continue;
+        }
+        let res = c.conn.request(&req, &input, max_out).await;
+        c.in_flight.fetch_sub(1, Ordering::AcqRel);
+        match res {
+            Ok((
+                Response::Ran {
+                    node: _,
+                    outcome,
+                    receipt,
+                },
+                out,
+            )) => {
+                c.served.fetch_add(1, Ordering::Relaxed);
+                let executor = c.conn.peer_id();
+                match receipt {
+                    Some(r) => {
+                        let exp = Expected {
+                            request_id: &request_id,
+                            function: f.hash,
+                            caller,
+                            executor,
+                        };
+                        if let Err(e) = shared.ledger.record(&r, &exp) {
+                            shared.stats.receipts_refused.inc();
+                            warn!(node = %executor.short(), error = %e, "receipt refused");
+                        }
+                    }
+                    None => {
+                        shared.stats.receipts_refused.inc();
+                        warn!(node = %executor.short(), "call answered without a receipt");
+                    }
+                }
+                return Ok((executor, outcome, out));
+            }
+            Ok((Response::Error(e), _)) if e.kind == ErrorKind::Busy => busy += 1,
+            Ok((Response::Error(e), _)) if e.kind == ErrorKind::NotFound => {
+                // The replica lost the module (wiped data dir): stop routing there.
+                let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(entry) = clients.get_mut(&c.conn.peer_id()) {
+                    entry.hosted.remove(&f.hash);
+                }
+                last_error = Some(e);
+            }
+            Ok((Response::Error(e), _)) => return Err(e),
+            Ok((other, _)) => {
+                last_error = Some(WireError::new(
+                    ErrorKind::Unavailable,
+                    format!("unexpected answer {other:?}"),
+                ));
+            }
+            Err(e) => {
+                warn!(function = %name, node = %c.conn.peer_id().short(), error = %e, "replica unreachable, trying the next");
+                last_error = Some(WireError::new(
+                    ErrorKind::Unavailable,
+                    format!("replica unreachable: {e}"),
+                ));
+            }
+        }
+    }
+    if busy == candidates.len() {
+        return Err(WireError::new(
+            ErrorKind::Busy,
+            format!("all {busy} replicas of {name:?} are busy"),
+        ));
+    }
+    Err(last_error.unwrap_or_else(|| {
+        WireError::new(
+            ErrorKind::Unavailable,
+            format!("no replica of {name:?} answered"),
+        )
+    }))
+}
+
+fn function_infos(shared: &Shared) -> Vec<FunctionInfo> {
+    let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    let mut list: Vec<FunctionInfo> = read_lock(&shared.functions)
+        .values()
+        .map(|f| {
+            let mut replicas: Vec<OrbId> = clients
+                .iter()
+                .filter(|(_, c)| c.hosted.contains(&f.hash))
+                .map(|(id, _)| *id)
+                .collect();
+            replicas.sort();
+            FunctionInfo {
+                name: f.name.clone(),
+                hash: f.hash,
+                owner: f.owner,
+                size: f.size,
+                settings: f.settings.clone(),
+                replicas,
+            }
+        })
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    list
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---------------------------------------------------------------- HTTP
+
+async fn serve_http(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/fn/{name}", post(http_invoke))
+        .route("/api/status", get(http_status))
+        .route("/api/functions", get(http_functions))
+        .route("/api/functions/{name}", get(http_function))
+        .route("/api/nodes", get(http_nodes))
+        .route("/api/ledger", get(http_ledger))
+        .route("/metrics", get(http_metrics))
+        .route("/", get(http_dashboard))
+        .with_state(shared);
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = res {
+        warn!(error = %e, "HTTP gateway stopped");
+    }
+}
+
+async fn http_invoke(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    let input = match http_util::read_body(&headers, body, shared.config.max_body).await {
+        Ok(b) => b,
+        Err(e) => return http_util::error_response(&e),
+    };
+    let rid = request_id();
+    let meta = http_util::call_meta("POST", query.as_deref(), &headers, rid.clone());
+    match route_call(&shared, &name, meta, input, shared.id).await {
+        Ok((node, outcome, out)) => {
+            debug!(function = %name, request = %rid, node = %node.short(), "call served");
+            http_util::call_response(node, &outcome, out, &rid)
+        }
+        Err(e) => http_util::error_response(&e),
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    id: String,
+    role: &'static str,
+    agent: &'static str,
+    quic: String,
+    http: String,
+    uptime_s: u64,
+    clients: usize,
+    functions: usize,
+    calls: u64,
+    call_errors: u64,
+    deploys: u64,
+}
+
+async fn http_status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
+    let clients = shared
+        .clients
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
+    let http = shared
+        .http_addr
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    Json(StatusJson {
+        id: shared.id.to_string(),
+        role: "super",
+        agent: crate::AGENT,
+        quic: shared
+            .config
+            .public_addr
+            .unwrap_or(shared.quic_addr)
+            .to_string(),
+        http,
+        uptime_s: shared.started.elapsed().as_secs(),
+        clients,
+        functions: read_lock(&shared.functions).len(),
+        calls: shared.stats.calls.get(),
+        call_errors: shared.stats.call_errors.get(),
+        deploys: shared.stats.deploys.get(),
+    })
+}
+
+async fn http_functions(State(shared): State<Arc<Shared>>) -> Json<Vec<http_util::FunctionJson>> {
+    Json(
+        function_infos(&shared)
+            .iter()
+            .map(http_util::FunctionJson::from)
+            .collect(),
+    )
+}
+
+async fn http_function(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> HttpResponse {
+    match function_infos(&shared).iter().find(|f| f.name == name) {
+        Some(f) => Json(http_util::FunctionJson::from(f)).into_response(),
+        None => http_util::error_response(&WireError::new(
+            ErrorKind::NotFound,
+            format!("no function named {name:?}"),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct NodeJson {
+    id: String,
+    role: &'static str,
+    addr: String,
+    capacity: u32,
+    in_flight: u32,
+    served: u64,
+    hosted: usize,
+    agent: String,
+    connected_ms: u64,
+    rtt_ms: f64,
+}
+
+async fn http_nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<NodeJson>> {
+    let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    let mut nodes: Vec<NodeJson> = clients
+        .iter()
+        .map(|(id, c)| NodeJson {
+            id: id.to_string(),
+            role: "client",
+            addr: c.observed.to_string(),
+            capacity: c.capacity,
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            served: c.served.load(Ordering::Relaxed),
+            hosted: c.hosted.len(),
+            agent: c.agent.clone(),
+            connected_ms: c.connected_ms,
+            rtt_ms: c.conn.rtt().as_secs_f64() * 1000.0,
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(nodes)
+}
+
+async fn http_dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+/// Flush ledger balances to the store once a second, and once more at shutdown.
+async fn flush_ledger(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            _ = shutdown.changed() => true,
+        };
+        let s = shared.clone();
+        if let Ok(Err(e)) = blocking(move || s.ledger.flush(&s.store)).await {
+            warn!(error = %e, "could not save the ledger");
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LedgerJson {
+    node: String,
+    earned: u64,
+    spent: u64,
+    calls_served: u64,
+    calls_made: u64,
+}
+
+async fn http_ledger(State(shared): State<Arc<Shared>>) -> Json<Vec<LedgerJson>> {
+    Json(
+        shared
+            .ledger
+            .balances()
+            .into_iter()
+            .map(|(id, b)| LedgerJson {
+                node: id.to_string(),
+                earned: b.earned,
+                spent: b.spent,
+                calls_served: b.calls_served,
+                calls_made: b.calls_made,
+            })
+            .collect(),
+    )
+}
+
+async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let st = &shared.stats;
+    let mut e = Exposition::default();
+    e.sample(
+        "orb_calls_total",
+        "counter",
+        "Calls routed by this super.",
+        st.calls.get() as f64,
+    );
+    e.sample(
+        "orb_call_errors_total",
+        "counter",
+        "Calls that did not succeed.",
+        st.call_errors.get() as f64,
+    );
+    e.sample(
+        "orb_calls_busy_total",
+        "counter",
+        "Calls refused because every replica was busy.",
+        st.calls_busy.get() as f64,
+    );
+    e.sample(
+        "orb_calls_failed_over_total",
+        "counter",
+        "Attempts moved to another replica.",
+        st.calls_failed_over.get() as f64,
+    );
+    e.histogram(
+        "orb_call_duration_seconds",
+        "Gateway-side latency of routed calls.",
+        &st.call_latency,
+    );
+    e.sample(
+        "orb_deploys_total",
+        "counter",
+        "Deploys accepted.",
+        st.deploys.get() as f64,
+    );
+    e.sample(
+        "orb_deploys_refused_total",
+        "counter",
+        "Deploys refused (bad module, wrong owner, bad name).",
+        st.deploys_refused.get() as f64,
+    );
+    e.sample(
+        "orb_receipts_refused_total",
+        "counter",
+        "Receipts refused (forged, mismatched, replayed).",
+        st.receipts_refused.get() as f64,
+    );
+    let (clients, in_flight) = {
+        let c = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            c.len(),
+            c.values()
+                .map(|e| e.in_flight.load(Ordering::Relaxed))
+                .sum::<u32>(),
+        )
+    };
+    e.labelled(
+        "orb_connections",
+        "gauge",
+        "Open connections by kind.",
+        &[("kind", "client", clients as f64)],
+    );
+    e.sample(
+        "orb_calls_in_flight",
+        "gauge",
+        "Calls in flight on connected replicas.",
+        f64::from(in_flight),
+    );
+    e.sample(
+        "orb_functions",
+        "gauge",
+        "Functions known to this super.",
+        read_lock(&shared.functions).len() as f64,
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        e.finish(),
+    )
+}
