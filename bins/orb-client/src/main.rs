@@ -48,6 +48,22 @@ enum Command {
         /// A fixed environment variable KEY=VALUE. Repeatable.
         #[arg(long = "env")]
         envs: Vec<String>,
+        /// Fuel (metering points, the CPU budget) per call [default: the
+        /// node's, 20e9]. Nodes clamp it to their own maximum.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Linear memory per call, in MiB [default: the node's, 256].
+        /// Nodes clamp it to their own maximum.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// Wall-clock limit per call, in milliseconds [default: the
+        /// node's, 10000]. Nodes clamp it to their own maximum.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Most bytes a call may write to stdout [default: the node's,
+        /// 8 MiB]. Nodes clamp it to their own maximum.
+        #[arg(long)]
+        max_output_bytes: Option<u64>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -74,6 +90,15 @@ enum Command {
     },
     /// List the nodes this daemon is connected to.
     Nodes {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resolve a function name through the DHT: owner, module hash, the
+    /// nodes holding a replica and their home supers.
+    Resolve {
+        /// Function name.
+        name: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -133,6 +158,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", store.load_or_create_identity()?.id());
             Ok(())
         }
+        Command::Resolve { name, json } => {
+            let resp = client()?
+                .get(format!("{api}/api/resolve/{name}"))
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let v: Value = json_or_error(resp).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("name      {}", v["name"].as_str().unwrap_or(""));
+            println!("owner     {}", v["owner"].as_str().unwrap_or(""));
+            println!("hash      {}", v["hash"].as_str().unwrap_or(""));
+            let providers = v["providers"].as_array().cloned().unwrap_or_default();
+            if providers.is_empty() {
+                println!("providers (none published yet)");
+            }
+            for p in providers {
+                let supers: Vec<&str> = p["home_supers"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                println!(
+                    "provider  {} via {}",
+                    p["node"].as_str().unwrap_or(""),
+                    if supers.is_empty() { "-".to_string() } else { supers.join(", ") }
+                );
+            }
+            Ok(())
+        }
         Command::Deploy {
             file,
             name,
@@ -140,6 +196,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_replicas,
             args,
             envs,
+            fuel,
+            memory_mb,
+            timeout_ms,
+            max_output_bytes,
             json,
         } => {
             let module =
@@ -157,6 +217,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             query.extend(args.into_iter().map(|a| ("arg", a)));
             query.extend(envs.into_iter().map(|e| ("env", e)));
+            if let Some(mb) = memory_mb {
+                let bytes = mb
+                    .checked_mul(1024 * 1024)
+                    .with_context(|| format!("--memory-mb {mb} is too large"))?;
+                query.push(("memory_bytes", bytes.to_string()));
+            }
+            for (key, value) in [
+                ("fuel", fuel),
+                ("timeout_ms", timeout_ms),
+                ("max_output", max_output_bytes),
+            ] {
+                if let Some(v) = value {
+                    query.push((key, v.to_string()));
+                }
+            }
             let resp = client()?
                 .post(format!("{api}/api/deploy"))
                 .query(&query)

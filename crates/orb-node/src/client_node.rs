@@ -22,6 +22,7 @@ use orb_proto::receipt::Receipt;
 use orb_proto::wire::{
     ErrorKind, FunctionSettings, Hello, HostedReplica, Request, Response, Role, Welcome, WireError,
 };
+use orb_overlay::{Overlay, OverlayConfig};
 use orb_proto::{ContentHash, Keypair, OrbId, PeerAddr};
 use orb_runtime::{Invocation, Runtime, RuntimeConfig, RuntimeError};
 use orb_store::{HostedRecord, PeerEntry, Store};
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
+use crate::dht;
 use crate::error::NodeError;
 use crate::http_util::{self, FunctionJson};
 use crate::metrics::{Counter, Exposition, Histogram};
@@ -101,6 +103,9 @@ struct Shared {
     supers: Mutex<HashMap<OrbId, SuperLink>>,
     hosted: RwLock<HashMap<String, HostedRecord>>,
     started: Instant,
+    /// A DHT client: resolves names and publishes this node's records, but
+    /// never sits in anyone's routing table.
+    overlay: Overlay,
 }
 
 impl ClientNode {
@@ -158,6 +163,12 @@ impl ClientNode {
         }
         let peers: Vec<PeerAddr> = supers.values().map(|l| l.peer).collect();
 
+        let (overlay, _overlay_task) = Overlay::spawn(
+            endpoint.clone(),
+            PeerAddr { id: keypair.id(), addr: quic_addr },
+            orb_overlay::Role::Client,
+            OverlayConfig::default(),
+        );
         let shared = Arc::new(Shared {
             id: keypair.id(),
             keypair: keypair.clone(),
@@ -170,6 +181,7 @@ impl ClientNode {
             supers: Mutex::new(supers),
             hosted: RwLock::new(hosted.into_iter().map(|h| (h.name.clone(), h)).collect()),
             started: Instant::now(),
+            overlay,
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -182,6 +194,7 @@ impl ClientNode {
             endpoint.clone(),
             shutdown_rx.clone(),
         ));
+        tasks.spawn(refresh_records(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(serve_api(shared.clone(), listener, shutdown_rx));
         info!(id = %shared.id, api = %api_addr, quic = %quic_addr, "client daemon started");
         Ok(ClientHandle {
@@ -242,6 +255,12 @@ async fn super_link(shared: Arc<Shared>, peer: PeerAddr, mut shutdown: watch::Re
                 if let Ok(Err(e)) = blocking(move || store.put_peer(&entry)).await {
                     warn!(error = %e, "could not remember super node");
                 }
+                let overlay = shared.overlay.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = overlay.bootstrap(vec![peer]).await {
+                        debug!(error = %e, "DHT bootstrap through the home super failed");
+                    }
+                });
                 tokio::select! {
                     reason = serve_super(shared.clone(), conn.clone()) => {
                         warn!(super_node = %peer.id.short(), reason = %reason, "link to super node lost; reconnecting");
@@ -623,7 +642,100 @@ async fn place(
         .unwrap_or_else(|p| p.into_inner())
         .insert(name.clone(), record);
     info!(function = %name, hash = %hash.short(), "hosting replica");
+    let s = shared.clone();
+    tokio::spawn(async move { publish_provider(&s, hash).await });
     Ok(())
+}
+
+/// This node's home supers, as written in its provider records.
+fn home_supers(shared: &Shared) -> Vec<PeerAddr> {
+    lock(&shared.supers)
+        .values()
+        .filter(|l| l.conn.as_ref().is_some_and(|c| !c.is_closed()))
+        .map(|l| l.peer)
+        .collect()
+}
+
+/// Tell the DHT that this node holds a ready replica of `hash`.
+async fn publish_provider(shared: &Arc<Shared>, hash: ContentHash) -> bool {
+    let record = match dht::sign_provider(&shared.keypair, hash, home_supers(shared)) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e.message, "cannot sign provider record");
+            return false;
+        }
+    };
+    match shared.overlay.put(record).await {
+        Ok(n) => {
+            debug!(hash = %hash.short(), stored_on = n, "provider record published");
+            true
+        }
+        Err(e) => {
+            debug!(hash = %hash.short(), error = %e, "provider record not published yet");
+            false
+        }
+    }
+}
+
+const OWNED_NS: &str = "owned-names";
+
+/// Publish (again) the name record of a function this node deployed.
+async fn publish_name(
+    shared: &Arc<Shared>,
+    name: &str,
+    hash: ContentHash,
+    settings: &FunctionSettings,
+) -> Result<usize, WireError> {
+    let record = dht::sign_name(&shared.keypair, name, hash, settings)?;
+    shared.overlay.put(record).await.map_err(|e| {
+        let msg = e.to_string();
+        let kind = if msg.contains("belongs to") { ErrorKind::Forbidden } else { ErrorKind::Unavailable };
+        WireError::new(kind, format!("name record not published: {msg}"))
+    })
+}
+
+/// Re-sign and re-publish this node's records before they expire: provider
+/// records of hosted replicas and name records of functions it owns. Runs
+/// every few seconds until the first round succeeds, then every
+/// [`dht::REFRESH_EVERY`].
+async fn refresh_records(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut ok_once = false;
+    loop {
+        let wait = if ok_once { dht::REFRESH_EVERY } else { Duration::from_secs(3) };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+        if home_supers(&shared).is_empty() {
+            continue;
+        }
+        let hosted: Vec<ContentHash> = shared
+            .hosted
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|h| h.hash)
+            .collect();
+        let mut all_ok = true;
+        for hash in hosted {
+            all_ok &= publish_provider(&shared, hash).await;
+        }
+        let store = shared.store.clone();
+        let owned = blocking(move || store.blobs(OWNED_NS)).await.ok().and_then(Result::ok).unwrap_or_default();
+        for (name, value) in owned {
+            let Ok(name) = String::from_utf8(name) else { continue };
+            match orb_proto::codec::decode::<(ContentHash, FunctionSettings)>(&value) {
+                Ok((hash, settings)) => {
+                    if let Err(e) = publish_name(&shared, &name, hash, &settings).await {
+                        debug!(function = %name, error = %e.message, "name record not refreshed");
+                        all_ok = false;
+                    }
+                }
+                Err(e) => warn!(function = %name, error = %e, "corrupt owned-name entry"),
+            }
+        }
+        ok_once |= all_ok;
+    }
 }
 
 /// The connected super with the lowest round-trip time.
@@ -650,6 +762,7 @@ async fn serve_api(
         .route("/api/nodes", get(api_nodes))
         .route("/api/deploy", post(api_deploy))
         .route("/api/invoke/{name}", post(api_invoke))
+        .route("/api/resolve/{name}", get(api_resolve))
         .route("/metrics", get(api_metrics))
         .route("/", get(api_dashboard))
         .with_state(shared);
@@ -790,10 +903,18 @@ struct DeployedJson {
     name: String,
     hash: String,
     placed_on: Vec<String>,
+    /// DHT servers that stored the name record.
+    published_on: usize,
+    /// Why the name record could not be published (the function still
+    /// works through the super it was deployed to; the record is retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dht_error: Option<String>,
 }
 
 /// Deploy settings from the query string: `name`, `replicas`,
-/// `max_replicas`, and repeatable `arg` and `env` (`K=V`).
+/// `max_replicas`, repeatable `arg` and `env` (`K=V`), and the per-call
+/// limits `fuel`, `memory_bytes`, `timeout_ms` and `max_output` (each node
+/// clamps them to its own maxima when it runs a call).
 fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings), WireError> {
     let bad = |m: String| WireError::new(ErrorKind::BadRequest, m);
     let mut name = None;
@@ -815,6 +936,10 @@ fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings), Wire
                     .map_err(|_| bad(format!("max_replicas must be a number, not {v:?}")))?
             }
             "arg" => settings.args.push(v.into_owned()),
+            "fuel" => settings.limits.fuel = Some(positive(&k, &v)?),
+            "memory_bytes" => settings.limits.memory_bytes = Some(positive(&k, &v)?),
+            "timeout_ms" => settings.limits.timeout_ms = Some(positive(&k, &v)?),
+            "max_output" => settings.limits.max_output = Some(positive(&k, &v)?),
             "env" => {
                 let (key, val) = v
                     .split_once('=')
@@ -831,6 +956,17 @@ fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings), Wire
     }
     settings.max_replicas = settings.max_replicas.max(settings.replicas);
     Ok((name, settings))
+}
+
+/// A limit from the deploy query: a whole number of at least 1.
+fn positive(key: &str, value: &str) -> Result<u64, WireError> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(WireError::new(
+            ErrorKind::BadRequest,
+            format!("{key} must be a whole number of at least 1, not {value:?}"),
+        )),
+    }
 }
 
 async fn api_deploy(
@@ -852,6 +988,7 @@ async fn api_deploy(
             .map_err(|e| WireError::new(ErrorKind::BadRequest, format!("module refused: {e}")))?;
         let hash = ContentHash::of(&module);
         let conn = best_super(&shared).map_err(|e| e.to_wire())?;
+        let settings_kept = settings.clone();
         let req = Request::Deploy {
             name,
             hash,
@@ -869,11 +1006,26 @@ async fn api_deploy(
                     placed_on,
                 },
                 _,
-            ) => Ok(DeployedJson {
-                name,
-                hash: hash.to_string(),
-                placed_on: placed_on.iter().map(|p| p.to_string()).collect(),
-            }),
+            ) => {
+                // The super accepted it (and checked ownership against the
+                // DHT); now publish the signed name record so that every
+                // super can resolve it, and remember it for refreshing.
+                let published = publish_name(&shared, &name, hash, &settings_kept).await;
+                if let Ok(value) = orb_proto::codec::encode(&(hash, settings_kept.clone())) {
+                    let store = shared.store.clone();
+                    let key = name.clone();
+                    if let Ok(Err(e)) = blocking(move || store.put_blob(OWNED_NS, key.as_bytes(), &value)).await {
+                        warn!(error = %e, "cannot remember the deployed name");
+                    }
+                }
+                Ok(DeployedJson {
+                    name,
+                    hash: hash.to_string(),
+                    placed_on: placed_on.iter().map(|p| p.to_string()).collect(),
+                    published_on: published.as_ref().map_or(0, |n| *n),
+                    dht_error: published.err().map(|e| e.message),
+                })
+            }
             (Response::Error(e), _) => Err(e),
             (other, _) => Err(WireError::new(
                 ErrorKind::Internal,
@@ -884,6 +1036,16 @@ async fn api_deploy(
     .await;
     match result {
         Ok(d) => (StatusCode::OK, Json(d)).into_response(),
+        Err(e) => http_util::error_response(&e),
+    }
+}
+
+async fn api_resolve(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> HttpResponse {
+    if let Err(e) = check_name(&name) {
+        return http_util::error_response(&e);
+    }
+    match dht::resolve(&shared.overlay, &name).await {
+        Ok(r) => Json(r).into_response(),
         Err(e) => http_util::error_response(&e),
     }
 }
@@ -979,6 +1141,18 @@ async fn api_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "gauge",
         "Replicas this node hosts.",
         hosted_list(&shared).len() as f64,
+    );
+    e.sample(
+        "orb_runtime_compiles_total",
+        "counter",
+        "Modules compiled since the daemon started.",
+        shared.runtime.compiles() as f64,
+    );
+    e.sample(
+        "orb_runtime_artifacts_loaded_total",
+        "counter",
+        "Compiled artifacts loaded from the store instead of compiling.",
+        shared.runtime.artifacts_loaded() as f64,
     );
     (
         [(

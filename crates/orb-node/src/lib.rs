@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod client_node;
 pub mod config;
+pub mod dht;
 pub mod error;
 mod http_util;
 pub mod ledger;

@@ -18,11 +18,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Json, Response as HttpResponse};
 use axum::routing::{get, post};
+use orb_overlay::{Overlay, OverlayConfig};
 use orb_proto::wire::{
     CallMeta, ErrorKind, FunctionInfo, FunctionSettings, Hello, Request, Response, Role,
     RunOutcome, Welcome, WireError,
 };
-use orb_proto::{ContentHash, OrbId};
+use orb_proto::{ContentHash, OrbId, PeerAddr};
 use orb_runtime::{Runtime, RuntimeConfig};
 use orb_store::{FunctionRecord, Store};
 use orb_transport::{Connection, Endpoint, IncomingRequest, TransportConfig};
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::config::SuperConfig;
+use crate::dht;
 use crate::error::NodeError;
 use crate::http_util;
 use crate::ledger::{Expected, Ledger};
@@ -44,6 +46,15 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const PLACE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Slack on top of the output cap for the response frame.
 const OUTPUT_SLACK: usize = 64 * 1024;
+/// Header a super adds when it forwards a call to another super, so the
+/// receiver never forwards it again (no loops, at most one extra hop).
+const FORWARDED: &str = "x-orb-forwarded-by";
+/// Connections to other supers kept for forwarding calls, at most.
+const MAX_PEER_CONNS: usize = 256;
+/// How long a forwarded call may take end to end.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the DHT state is checked and, when it changed, saved.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 
 /// Namespace for starting a super node.
 pub struct SuperNode;
@@ -103,6 +114,7 @@ struct Stats {
     deploys: Counter,
     deploys_refused: Counter,
     receipts_refused: Counter,
+    calls_forwarded: Counter,
 }
 
 pub(crate) struct Shared {
@@ -118,6 +130,10 @@ pub(crate) struct Shared {
     started: Instant,
     stats: Stats,
     ledger: Ledger,
+    endpoint: Endpoint,
+    overlay: Overlay,
+    /// Connections to other supers, for forwarded calls.
+    peer_conns: Mutex<HashMap<OrbId, Connection>>,
 }
 
 impl SuperNode {
@@ -151,6 +167,37 @@ impl SuperNode {
             .local_addr()
             .map_err(|e| NodeError::Internal(e.to_string()))?;
 
+        // The address other nodes are told to dial. A wildcard listen address
+        // cannot be dialed; loopback is right for local networks and
+        // --public-addr is how an operator states the real one.
+        let advertised = match config.public_addr {
+            Some(a) => a,
+            None if quic_addr.ip().is_unspecified() => {
+                warn!(listen = %quic_addr, "listening on a wildcard address: advertising loopback in the DHT; set --public-addr for other machines");
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), quic_addr.port())
+            }
+            None => quic_addr,
+        };
+        let local = PeerAddr {
+            id: keypair.id(),
+            addr: advertised,
+        };
+        let s = store.clone();
+        let snapshot = blocking(move || dht::load_snapshot(&s)).await?;
+        let remembered: Vec<PeerAddr> = snapshot
+            .as_ref()
+            .map(|s| s.peers.clone())
+            .unwrap_or_default();
+        let (overlay, _overlay_task) = Overlay::spawn(
+            endpoint.clone(),
+            local,
+            orb_overlay::Role::Server,
+            OverlayConfig {
+                restore: snapshot,
+                ..OverlayConfig::default()
+            },
+        );
+
         let shared = Arc::new(Shared {
             id: keypair.id(),
             config,
@@ -164,6 +211,9 @@ impl SuperNode {
             started: Instant::now(),
             stats: Stats::default(),
             ledger,
+            endpoint: endpoint.clone(),
+            overlay,
+            peer_conns: Mutex::new(HashMap::new()),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -174,7 +224,8 @@ impl SuperNode {
             shutdown_rx.clone(),
         ));
         tasks.spawn(serve_http(shared.clone(), listener, shutdown_rx.clone()));
-        tasks.spawn(flush_ledger(shared.clone(), shutdown_rx));
+        tasks.spawn(flush_ledger(shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(overlay_maintenance(shared.clone(), remembered, shutdown_rx));
         info!(id = %shared.id, quic = %quic_addr, http = %http_addr, "super node started");
         Ok(SuperHandle {
             id: shared.id,
@@ -205,7 +256,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint, mut shutdown: watc
 
 async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     let peer = conn.peer_id();
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_request()).await {
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_request()).await {
         Ok(Ok(first)) => first,
         Ok(Err(e)) => {
             debug!(peer = %peer.short(), error = %e, "connection ended before hello");
@@ -216,13 +267,19 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
             return;
         }
     };
-    let (req, _body, responder) = hello.split();
-    let Request::Hello(hello) = req else {
-        let err = WireError::new(ErrorKind::BadRequest, "the first request must be Hello");
-        let _ = responder.respond(&Response::Error(err), &[]).await;
-        conn.close("first request was not hello");
+    let from = PeerAddr {
+        id: peer,
+        addr: conn.remote_addr(),
+    };
+    let Request::Hello(hello) = first.request().clone() else {
+        // Another super (DHT, forwarded calls) or a tool: no registration,
+        // every request is served on its own.
+        let s = shared.clone();
+        tokio::spawn(async move { handle_request(s, from, first).await });
+        serve_requests(&shared, &conn, from).await;
         return;
     };
+    let (_req, _body, responder) = first.split();
     let welcome = Response::Welcome(Welcome {
         node: shared.id,
         observed_addr: conn.remote_addr(),
@@ -236,19 +293,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
         let s = shared.clone();
         tokio::spawn(async move { rebalance(&s).await });
     }
-
-    loop {
-        match conn.accept_request().await {
-            Ok(incoming) => {
-                let s = shared.clone();
-                tokio::spawn(async move { handle_request(s, peer, incoming).await });
-            }
-            Err(e) => {
-                debug!(peer = %peer.short(), error = %e, "connection closed");
-                break;
-            }
-        }
-    }
+    serve_requests(&shared, &conn, from).await;
     if hello.role == Role::Client {
         let removed = {
             let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -291,7 +336,24 @@ fn register_client(shared: &Shared, conn: &Connection, hello: &Hello, generation
     }
 }
 
-async fn handle_request(shared: Arc<Shared>, peer: OrbId, incoming: IncomingRequest) {
+/// Serve every request of one connection until it closes.
+async fn serve_requests(shared: &Arc<Shared>, conn: &Connection, from: PeerAddr) {
+    loop {
+        match conn.accept_request().await {
+            Ok(incoming) => {
+                let s = shared.clone();
+                tokio::spawn(async move { handle_request(s, from, incoming).await });
+            }
+            Err(e) => {
+                debug!(peer = %from.id.short(), error = %e, "connection closed");
+                break;
+            }
+        }
+    }
+}
+
+async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingRequest) {
+    let peer = from.id;
     let (req, body, responder) = incoming.split();
     let (resp, out): (Response, Bytes) = match req {
         Request::Hello(_) => (
@@ -353,11 +415,8 @@ async fn handle_request(shared: Arc<Shared>, peer: OrbId, incoming: IncomingRequ
             )),
             Bytes::new(),
         ),
-        Request::Dht(_) => (
-            Response::Error(WireError::new(
-                ErrorKind::BadRequest,
-                "this super does not serve the DHT yet",
-            )),
+        Request::Dht(msg) => (
+            Response::Dht(shared.overlay.handle_request(from, msg).await),
             Bytes::new(),
         ),
     };
@@ -401,6 +460,19 @@ async fn deploy(
             format!(
                 "function {name:?} belongs to node {}; only its owner can update it",
                 prev.owner
+            ),
+        ));
+    }
+    // The DHT is the network-wide registry: a name owned by another key
+    // anywhere is refused here too, not only names this super knows.
+    if let Ok(Some((_, n))) = dht::name_record(&shared.overlay, &name).await
+        && n.owner.id() != owner
+    {
+        return Err(WireError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "function {name:?} belongs to node {}; only its owner can update it",
+                n.owner.id()
             ),
         ));
     }
@@ -556,6 +628,9 @@ pub(crate) async fn route_call(
     result
 }
 
+/// Where a call goes: a replica on one of this super's own clients first;
+/// otherwise (and not already forwarded) the home super of a provider found
+/// in the DHT.
 async fn route_call_inner(
     shared: &Arc<Shared>,
     name: &str,
@@ -563,12 +638,175 @@ async fn route_call_inner(
     input: Bytes,
     caller: OrbId,
 ) -> Result<(OrbId, RunOutcome, Bytes), WireError> {
-    let f = read_lock(&shared.functions)
-        .get(name)
-        .cloned()
-        .ok_or_else(|| {
-            WireError::new(ErrorKind::NotFound, format!("no function named {name:?}"))
-        })?;
+    let forwarded = meta.headers.iter().any(|(k, _)| k == FORWARDED);
+    let local = read_lock(&shared.functions).get(name).cloned();
+    let (hash, settings) = match local {
+        Some(f) => (f.hash, f.settings),
+        None => match dht::name_record(&shared.overlay, name).await? {
+            Some((_, n)) => (n.hash, n.settings),
+            None => {
+                return Err(WireError::new(
+                    ErrorKind::NotFound,
+                    format!("no function named {name:?}"),
+                ));
+            }
+        },
+    };
+    let f = FunctionRecord {
+        name: name.to_string(),
+        hash,
+        owner: shared.id,
+        size: 0,
+        settings,
+        created_ms: 0,
+        updated_ms: 0,
+        placements: Vec::new(),
+    };
+    let local_error =
+        match run_on_own_replicas(shared, &f, meta.clone(), input.clone(), caller).await {
+            Ok(done) => return Ok(done),
+            Err(e) if forwarded => return Err(e),
+            Err(e) if matches!(e.kind, ErrorKind::Busy | ErrorKind::Unavailable) => e,
+            Err(e) => return Err(e),
+        };
+    match forward_to_providers(shared, &f, meta, input).await {
+        Ok(done) => Ok(done),
+        // Nothing elsewhere either: the local answer (busy beats unavailable)
+        // says more than "no provider".
+        Err(e)
+            if e.kind == ErrorKind::NotFound
+                || (local_error.kind == ErrorKind::Busy && e.kind != ErrorKind::Busy) =>
+        {
+            Err(local_error)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Forward a call to the home supers of the function's providers (from the
+/// DHT), nearest first, each at most once.
+async fn forward_to_providers(
+    shared: &Arc<Shared>,
+    f: &FunctionRecord,
+    mut meta: CallMeta,
+    input: Bytes,
+) -> Result<(OrbId, RunOutcome, Bytes), WireError> {
+    let providers = dht::providers(&shared.overlay, &f.hash).await?;
+    let mut supers: Vec<PeerAddr> = Vec::new();
+    for p in &providers {
+        for s in &p.supers {
+            if s.id != shared.id && !supers.iter().any(|x| x.id == s.id) {
+                supers.push(*s);
+            }
+        }
+    }
+    if supers.is_empty() {
+        return Err(WireError::new(
+            ErrorKind::NotFound,
+            format!("no provider of {:?} elsewhere in the network", f.name),
+        ));
+    }
+    meta.headers
+        .push((FORWARDED.to_string(), shared.id.to_string()));
+    let req = Request::Invoke {
+        name: f.name.clone(),
+        meta,
+    };
+    let max_out = f
+        .settings
+        .limits
+        .max_output
+        .map_or(orb_proto::limits::DEFAULT_MAX_OUTPUT, |v| v as usize)
+        + OUTPUT_SLACK;
+    let mut busy = 0usize;
+    let mut last_error = None;
+    for sup in &supers {
+        let conn = match peer_conn(shared, *sup).await {
+            Ok(c) => c,
+            Err(e) => {
+                last_error = Some(WireError::new(
+                    ErrorKind::Unavailable,
+                    format!("super {} unreachable: {e}", sup.id.short()),
+                ));
+                continue;
+            }
+        };
+        shared.stats.calls_forwarded.inc();
+        match tokio::time::timeout(FORWARD_TIMEOUT, conn.request(&req, &input, max_out)).await {
+            Ok(Ok((Response::Ran { node, outcome, .. }, out))) => return Ok((node, outcome, out)),
+            Ok(Ok((Response::Error(e), _))) if e.kind == ErrorKind::Busy => busy += 1,
+            Ok(Ok((Response::Error(e), _)))
+                if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::NotFound) =>
+            {
+                last_error = Some(e)
+            }
+            Ok(Ok((Response::Error(e), _))) => return Err(e),
+            Ok(Ok((other, _))) => {
+                last_error = Some(WireError::new(
+                    ErrorKind::Unavailable,
+                    format!("unexpected answer {other:?}"),
+                ))
+            }
+            Ok(Err(e)) => {
+                lock_peers(shared).remove(&sup.id);
+                last_error = Some(WireError::new(
+                    ErrorKind::Unavailable,
+                    format!("super {} unreachable: {e}", sup.id.short()),
+                ));
+            }
+            Err(_) => {
+                last_error = Some(WireError::new(
+                    ErrorKind::Unavailable,
+                    "forwarded call timed out",
+                ))
+            }
+        }
+    }
+    if busy == supers.len() {
+        return Err(WireError::new(
+            ErrorKind::Busy,
+            format!("every replica of {:?} is busy", f.name),
+        ));
+    }
+    Err(last_error.unwrap_or_else(|| {
+        WireError::new(
+            ErrorKind::Unavailable,
+            format!("no replica of {:?} answered", f.name),
+        )
+    }))
+}
+
+fn lock_peers(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<OrbId, Connection>> {
+    shared.peer_conns.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connection to another super, reused across calls.
+async fn peer_conn(shared: &Arc<Shared>, peer: PeerAddr) -> Result<Connection, NodeError> {
+    if let Some(c) = lock_peers(shared).get(&peer.id).filter(|c| !c.is_closed()) {
+        return Ok(c.clone());
+    }
+    let conn = shared.endpoint.connect(peer).await?;
+    let mut peers = lock_peers(shared);
+    peers.retain(|_, c| !c.is_closed());
+    if peers.len() >= MAX_PEER_CONNS
+        && let Some(k) = peers.keys().next().copied()
+        && let Some(old) = peers.remove(&k)
+    {
+        old.close("connection cache full");
+    }
+    peers.insert(peer.id, conn.clone());
+    Ok(conn)
+}
+
+/// Run a call on one of this super's own clients holding a replica.
+async fn run_on_own_replicas(
+    shared: &Arc<Shared>,
+    f: &FunctionRecord,
+    meta: CallMeta,
+    input: Bytes,
+    caller: OrbId,
+) -> Result<(OrbId, RunOutcome, Bytes), WireError> {
+    let name = f.name.as_str();
     let mut candidates: Vec<ClientEntry> = {
         let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
@@ -735,6 +973,8 @@ async fn serve_http(
         .route("/api/functions/{name}", get(http_function))
         .route("/api/nodes", get(http_nodes))
         .route("/api/ledger", get(http_ledger))
+        .route("/api/dht", get(http_dht))
+        .route("/api/resolve/{name}", get(http_resolve))
         .route("/metrics", get(http_metrics))
         .route("/", get(http_dashboard))
         .with_state(shared);
@@ -878,6 +1118,72 @@ async fn http_dashboard() -> Html<&'static str> {
 }
 
 /// Flush ledger balances to the store once a second, and once more at shutdown.
+/// Join the DHT (through `--bootstrap`, else the peers remembered in the
+/// store), retry while the routing table is empty, and save the overlay's
+/// state every [`SNAPSHOT_EVERY`] and once more at shutdown.
+async fn overlay_maintenance(
+    shared: Arc<Shared>,
+    remembered: Vec<PeerAddr>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut seeds: Vec<PeerAddr> = shared.config.bootstrap.clone();
+    for p in remembered {
+        if p.id != shared.id && !seeds.iter().any(|s| s.id == p.id) {
+            seeds.push(p);
+        }
+    }
+    let mut joined = seeds.is_empty();
+    if joined {
+        info!("no --bootstrap and no remembered peers: this super starts a new network");
+    }
+    let mut backoff = Duration::from_secs(1);
+    let mut saved: Option<blake3::Hash> = None;
+    loop {
+        if !joined {
+            match shared.overlay.bootstrap(seeds.clone()).await {
+                Ok(n) => {
+                    info!(peers = n, "joined the DHT");
+                    joined = true;
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "cannot join the DHT yet");
+                }
+            }
+        }
+        // Save when something changed, so a kill -9 loses at most a few
+        // seconds of routing table and records.
+        match shared.overlay.snapshot().await {
+            Ok(snap) => {
+                let digest = orb_proto::codec::encode(&snap)
+                    .ok()
+                    .map(|b| blake3::hash(&b));
+                if digest.is_some() && digest != saved {
+                    let s = shared.clone();
+                    match blocking(move || dht::save_snapshot(&s.store, &snap)).await {
+                        Ok(Ok(())) => saved = digest,
+                        Ok(Err(e)) => warn!(error = %e, "could not save the DHT state"),
+                        Err(e) => warn!(error = %e, "could not save the DHT state"),
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "no DHT snapshot"),
+        }
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(if joined { SNAPSHOT_EVERY } else { backoff }) => false,
+            _ = shutdown.changed() => true,
+        };
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        if stop {
+            if let Ok(snap) = shared.overlay.snapshot().await {
+                let s = shared.clone();
+                let _ = blocking(move || dht::save_snapshot(&s.store, &snap)).await;
+            }
+            shared.overlay.shutdown().await;
+            return;
+        }
+    }
+}
+
 async fn flush_ledger(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stop = tokio::select! {
@@ -901,6 +1207,42 @@ struct LedgerJson {
     spent: u64,
     calls_served: u64,
     calls_made: u64,
+}
+
+#[derive(Serialize)]
+struct DhtJson {
+    id: String,
+    routing_table: Vec<String>,
+    records: usize,
+    lookups: u64,
+    lookups_ok: u64,
+    mean_rounds: f64,
+}
+
+async fn http_dht(State(shared): State<Arc<Shared>>) -> HttpResponse {
+    let table = shared.overlay.routing_table().await.unwrap_or_default();
+    match shared.overlay.stats().await {
+        Ok(st) => Json(DhtJson {
+            id: shared.id.to_string(),
+            routing_table: table.iter().map(|p| p.to_string()).collect(),
+            records: st.records,
+            lookups: st.lookups,
+            lookups_ok: st.lookups_ok,
+            mean_rounds: st.mean_rounds,
+        })
+        .into_response(),
+        Err(e) => http_util::error_response(&WireError::new(ErrorKind::Unavailable, e.to_string())),
+    }
+}
+
+async fn http_resolve(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> HttpResponse {
+    if let Err(e) = check_name(&name) {
+        return http_util::error_response(&e);
+    }
+    match dht::resolve(&shared.overlay, &name).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => http_util::error_response(&e),
+    }
 }
 
 async fn http_ledger(State(shared): State<Arc<Shared>>) -> Json<Vec<LedgerJson>> {

@@ -1,0 +1,197 @@
+//! Two super nodes joined through the DHT, each with its own client: a
+//! function deployed through one super is resolved and called at the other,
+//! a name cannot be taken over through the other super, and a super
+//! restarted without `--bootstrap` rejoins from its store alone.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::*;
+
+const OTHER_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_deployed_at_one_super_is_callable_at_another() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (quic_a, gw_a) = (free_udp(), free_tcp());
+    let (quic_b, gw_b) = (free_udp(), free_tcp());
+    let sup_a = start_super(&tmp.path().join("sa"), quic_a, gw_a, &[])?;
+    let peer_a = format!("{}@{quic_a}", sup_a.field("id"));
+    let dir_b = tmp.path().join("sb");
+    let mut sup_b = start_super(&dir_b, quic_b, gw_b, &["--bootstrap", &peer_a])?;
+    let id_b = sup_b.field("id");
+    let peer_b = format!("{id_b}@{quic_b}");
+
+    let (api_a, api_b) = (free_tcp(), free_tcp());
+    let a = start_client(
+        &tmp.path().join("a"),
+        api_a,
+        std::slice::from_ref(&peer_a),
+        2,
+    )?;
+    let b = start_client(
+        &tmp.path().join("b"),
+        api_b,
+        std::slice::from_ref(&peer_b),
+        2,
+    )?;
+    let id_a = a.field("id");
+    wait_for(
+        "B knows A in its routing table",
+        Duration::from_secs(30),
+        || async {
+            let v = get_json(&format!("http://{gw_b}/api/dht")).await?;
+            Ok(v["routing_table"]
+                .to_string()
+                .contains(&peer_a)
+                .then_some(()))
+        },
+    )
+    .await?;
+    wait_for(
+        "client a attached to A",
+        Duration::from_secs(30),
+        || async {
+            let v = get_json(&format!("http://{gw_a}/api/nodes")).await?;
+            Ok((v.as_array().map_or(0, |a| a.len()) == 1).then_some(()))
+        },
+    )
+    .await?;
+
+    let wasm = hello_wasm(tmp.path());
+    let out = client_cmd(
+        api_a,
+        &[
+            "deploy",
+            wasm.to_str().unwrap_or_default(),
+            "--name",
+            "hello",
+            "--replicas",
+            "1",
+            "--json",
+        ],
+        None,
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        deployed["placed_on"][0],
+        id_a.as_str(),
+        "the only client of A hosts it"
+    );
+    assert!(
+        deployed["published_on"].as_u64().unwrap_or(0) >= 1,
+        "name record published: {deployed}"
+    );
+
+    // The gateway of B resolves name -> hash -> provider -> home super A.
+    let url_b = format!("http://{gw_b}/fn/hello");
+    let (body, node) = wait_for(
+        "hello callable at B's gateway",
+        Duration::from_secs(30),
+        || async {
+            let r = http().post(&url_b).body("from b").send().await?;
+            if r.status() != 200 {
+                return Ok(None);
+            }
+            let node = r
+                .headers()
+                .get("x-orb-node")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            Ok(Some((r.text().await?, node)))
+        },
+    )
+    .await?;
+    assert_eq!(body, "hello, from b");
+    assert_eq!(node, id_a, "served by the replica behind A");
+
+    // resolve prints the chain.
+    let out = client_cmd(api_b, &["resolve", "hello"], None)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(deployed["hash"].as_str().unwrap_or("?")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&id_a) && text.contains(&peer_a),
+        "provider and its home super: {text}"
+    );
+    let out = client_cmd(api_b, &["resolve", "nope", "--json"], None)?;
+    assert!(!out.status.success(), "resolving an unknown name fails");
+
+    // A client attached to the other super invokes it.
+    let out = client_cmd(api_b, &["invoke", "hello", "--input", "-"], Some(b"via b"))?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, via b");
+
+    // Taking the name over through the other super is refused.
+    let other = wat_file(tmp.path(), "other.wasm", OTHER_WAT);
+    let out = client_cmd(
+        api_b,
+        &[
+            "deploy",
+            other.to_str().unwrap_or_default(),
+            "--name",
+            "hello",
+            "--replicas",
+            "1",
+        ],
+        None,
+    )?;
+    assert!(
+        !out.status.success(),
+        "a name hijack through another super must fail"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("belongs to"), "unclear refusal: {err}");
+
+    // Restart B with no --bootstrap: it rejoins from its store and serves again.
+    sup_b.kill9();
+    let sup_b2 = start_super(&dir_b, quic_b, gw_b, &[])?;
+    assert_eq!(sup_b2.field("id"), id_b);
+    wait_for(
+        "B rejoined from its store",
+        Duration::from_secs(30),
+        || async {
+            let v = get_json(&format!("http://{gw_b}/api/dht")).await?;
+            Ok(v["routing_table"]
+                .to_string()
+                .contains(&peer_a)
+                .then_some(()))
+        },
+    )
+    .await?;
+    let body = wait_for(
+        "hello callable at B after its restart",
+        Duration::from_secs(30),
+        || async {
+            let r = http().post(&url_b).body("again").send().await?;
+            Ok(if r.status() == 200 {
+                Some(r.text().await?)
+            } else {
+                None
+            })
+        },
+    )
+    .await?;
+    assert_eq!(body, "hello, again");
+    drop((a, b, sup_a, sup_b2));
+    Ok(())
+}
