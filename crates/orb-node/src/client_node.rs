@@ -369,6 +369,10 @@ async fn handle_request(shared: Arc<Shared>, conn: Connection, incoming: Incomin
             meta,
             caller,
         } => run_call(&shared, name, hash, settings, meta, caller, body).await,
+        Request::Unplace { name, hash } => {
+            unplace(&shared, &name, hash).await;
+            (Response::Placed, Bytes::new())
+        }
         Request::Place { name, hash } => match place(&shared, &conn, name, hash).await {
             Ok(()) => (Response::Placed, Bytes::new()),
             Err(e) => (Response::Error(e), Bytes::new()),
@@ -410,6 +414,8 @@ fn request_kind(r: &Request) -> &'static str {
         Request::FetchModule { .. } => "FetchModule",
         Request::ListFunctions => "ListFunctions",
         Request::Dht(_) => "Dht",
+        Request::Unplace { .. } => "Unplace",
+        Request::Balance => "Balance",
     }
 }
 
@@ -483,9 +489,11 @@ async fn run_call(
     input: Bytes,
 ) -> (Response, Bytes) {
     let started = Instant::now();
+    let per_function = shared.stats.per_function.start(&name);
     let answer = run_call_inner(shared, name, hash, settings, meta, caller, input).await;
     shared.stats.calls.inc();
     shared.stats.call_latency.observe(started.elapsed());
+    per_function.finish(matches!(&answer.0, Response::Ran { outcome, .. } if outcome.is_success()));
     match &answer.0 {
         Response::Ran { outcome, .. } if outcome.is_success() => {}
         Response::Error(e) if e.kind == ErrorKind::Busy => shared.stats.busy.inc(),
@@ -647,6 +655,26 @@ async fn place(
     Ok(())
 }
 
+/// Stop hosting a replica (the super scaled it down). The module bytes stay
+/// in the store, so a later placement needs no fetch.
+async fn unplace(shared: &Arc<Shared>, name: &str, hash: ContentHash) {
+    let removed = {
+        let mut hosted = shared.hosted.write().unwrap_or_else(|p| p.into_inner());
+        match hosted.get(name) {
+            Some(h) if h.hash == hash => hosted.remove(name).is_some(),
+            _ => false,
+        }
+    };
+    if removed {
+        let store = shared.store.clone();
+        let key = name.to_string();
+        if let Ok(Err(e)) = blocking(move || store.remove_hosted(&key)).await {
+            warn!(error = %e, "cannot forget the replica in the store");
+        }
+        info!(function = %name, hash = %hash.short(), "replica removed (scaled down)");
+    }
+}
+
 /// This node's home supers, as written in its provider records.
 fn home_supers(shared: &Shared) -> Vec<PeerAddr> {
     lock(&shared.supers)
@@ -803,6 +831,9 @@ struct ClientStatusJson {
     in_flight: usize,
     supers: Vec<SuperJson>,
     hosted: Vec<HostedJson>,
+    /// Credits as the best connected super's ledger holds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credits: Option<orb_proto::wire::Credits>,
 }
 
 fn super_views(shared: &Shared) -> Vec<SuperJson> {
@@ -826,6 +857,18 @@ fn super_views(shared: &Shared) -> Vec<SuperJson> {
 }
 
 async fn api_status(State(shared): State<Arc<Shared>>) -> Json<ClientStatusJson> {
+    let credits = match best_super(&shared) {
+        Ok(conn) => match tokio::time::timeout(
+            Duration::from_secs(2),
+            conn.request(&Request::Balance, &[], 1024),
+        )
+        .await
+        {
+            Ok(Ok((Response::Balance(c), _))) => Some(c),
+            _ => None,
+        },
+        Err(_) => None,
+    };
     let mut hosted: Vec<HostedJson> = hosted_list(&shared)
         .into_iter()
         .map(|h| HostedJson {
@@ -844,6 +887,7 @@ async fn api_status(State(shared): State<Arc<Shared>>) -> Json<ClientStatusJson>
         in_flight: shared.runtime.in_flight(),
         supers: super_views(&shared),
         hosted,
+        credits,
     })
 }
 
@@ -893,7 +937,17 @@ async fn api_functions(State(shared): State<Arc<Shared>>) -> HttpResponse {
     }
     .await;
     match result {
-        Ok(list) => Json(list.iter().map(FunctionJson::from).collect::<Vec<_>>()).into_response(),
+        Ok(list) => Json(
+            list.iter()
+                .map(|f| {
+                    // Counters of the calls this node ran.
+                    let mut j = FunctionJson::from(f);
+                    j.stats = Some(shared.stats.per_function.get(&f.name));
+                    j
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => http_util::error_response(&e.to_wire()),
     }
 }
@@ -1095,6 +1149,8 @@ struct ClientStats {
     errors: Counter,
     busy: Counter,
     call_latency: Histogram,
+    /// Calls, errors, in flight and latency per function run here.
+    per_function: crate::metrics::FunctionStats,
 }
 
 async fn api_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -1136,6 +1192,11 @@ async fn api_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Open connections by kind.",
         &[("kind", "super", connected as f64)],
     );
+    crate::metrics::connections_by_path(&mut e, 0, connected);
+    st.per_function.render(&mut e);
+    if let Ok(dht) = shared.overlay.stats().await {
+        crate::metrics::dht(&mut e, &dht);
+    }
     e.sample(
         "orb_hosted_replicas",
         "gauge",

@@ -31,6 +31,12 @@ pub struct SuperConfig {
     pub max_body: usize,
     /// Concurrent HTTP connections served at once.
     pub max_http_connections: usize,
+    /// Autoscaling target: calls in flight per replica.
+    pub scale_target: f64,
+    /// Load above the target for this long adds a replica.
+    pub scale_up_after: std::time::Duration,
+    /// No calls for this long removes a replica added under load.
+    pub scale_idle: std::time::Duration,
 }
 
 impl SuperConfig {
@@ -44,6 +50,9 @@ impl SuperConfig {
             public_addr: None,
             max_body: orb_proto::limits::DEFAULT_MAX_INPUT,
             max_http_connections: 1024,
+            scale_target: 2.0,
+            scale_up_after: std::time::Duration::from_secs(3),
+            scale_idle: std::time::Duration::from_secs(60),
         }
     }
 }

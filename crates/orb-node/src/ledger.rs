@@ -159,6 +159,11 @@ impl Ledger {
         v
     }
 
+    /// One node's balance.
+    pub fn balance(&self, id: &OrbId) -> Balance {
+        self.balances.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or_default()
+    }
+
     /// Write the balances to the store if they changed (blocking).
     pub fn flush(&self, store: &Store) -> Result<(), orb_store::StoreError> {
         if !self.dirty.swap(false, Ordering::AcqRel) {

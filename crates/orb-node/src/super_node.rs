@@ -53,6 +53,8 @@ const FORWARDED: &str = "x-orb-forwarded-by";
 const MAX_PEER_CONNS: usize = 256;
 /// How long a forwarded call may take end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Functions with autoscaling state, at most.
+const MAX_SCALED_FUNCTIONS: usize = 10_000;
 /// How often the DHT state is checked and, when it changed, saved.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
 
@@ -115,6 +117,8 @@ struct Stats {
     deploys_refused: Counter,
     receipts_refused: Counter,
     calls_forwarded: Counter,
+    /// Calls, errors, in flight and latency per function name.
+    per_function: crate::metrics::FunctionStats,
 }
 
 pub(crate) struct Shared {
@@ -134,6 +138,198 @@ pub(crate) struct Shared {
     overlay: Overlay,
     /// Connections to other supers, for forwarded calls.
     peer_conns: Mutex<HashMap<OrbId, Connection>>,
+    /// Autoscaling state per function name.
+    scale: Mutex<HashMap<String, ScaleState>>,
+}
+
+/// Load counters of one function, shared with the calls that update them.
+#[derive(Default)]
+struct ScaleCounters {
+    in_flight: Arc<AtomicU32>,
+    calls: AtomicU64,
+    busy: AtomicU64,
+    last_call_ms: AtomicU64,
+}
+
+/// One scaling decision, shown by `GET /api/functions/NAME`.
+#[derive(Debug, Clone, Serialize)]
+struct Decision {
+    time_ms: u64,
+    action: &'static str,
+    replicas: u32,
+    reason: String,
+}
+
+/// Scaling decisions kept per function.
+const MAX_DECISIONS: usize = 32;
+
+struct ScaleState {
+    counters: Arc<ScaleCounters>,
+    /// Replicas wanted now: between `replicas` and `max_replicas`.
+    desired: u32,
+    /// Consecutive ticks above the target.
+    hot_ticks: u32,
+    busy_seen: u64,
+    last_change: Instant,
+    decisions: std::collections::VecDeque<Decision>,
+}
+
+impl ScaleState {
+    fn new(desired: u32) -> Self {
+        ScaleState {
+            counters: Arc::new(ScaleCounters::default()),
+            desired,
+            hot_ticks: 0,
+            busy_seen: 0,
+            last_change: Instant::now(),
+            decisions: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn decide(&mut self, action: &'static str, replicas: u32, reason: String) {
+        info!(action, replicas, reason = %reason, "scaling decision");
+        if self.decisions.len() >= MAX_DECISIONS {
+            self.decisions.pop_front();
+        }
+        self.decisions.push_back(Decision { time_ms: now_ms(), action, replicas, reason });
+        self.desired = replicas;
+        self.hot_ticks = 0;
+        self.last_change = Instant::now();
+    }
+}
+
+struct DecrementOnDrop(Arc<AtomicU32>);
+
+impl Drop for DecrementOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn lock_scale(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<String, ScaleState>> {
+    shared.scale.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn scale_counters(shared: &Shared, name: &str) -> Arc<ScaleCounters> {
+    let mut scale = lock_scale(shared);
+    if !scale.contains_key(name) && scale.len() >= MAX_SCALED_FUNCTIONS {
+        // Bounded: forget the state of a function this super does not own.
+        let owned = read_lock(&shared.functions);
+        if let Some(k) = scale.keys().find(|k| !owned.contains_key(*k)).cloned() {
+            scale.remove(&k);
+        }
+    }
+    scale
+        .entry(name.to_string())
+        .or_insert_with(|| ScaleState::new(0))
+        .counters
+        .clone()
+}
+
+/// Replicas `f` should have now.
+fn wanted(shared: &Shared, f: &FunctionRecord) -> u32 {
+    let desired = lock_scale(shared).get(&f.name).map_or(0, |s| s.desired);
+    desired.clamp(f.settings.replicas, f.settings.max_replicas.max(f.settings.replicas))
+}
+
+/// Stop routing to a replica whose connection is gone.
+fn forget_replica(shared: &Shared, conn: &Connection, hash: &ContentHash) {
+    let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(entry) = clients.get_mut(&conn.peer_id())
+        && entry.conn.is_closed()
+    {
+        entry.hosted.remove(hash);
+    }
+}
+
+/// Watch every function this super owns once a second: sustained load
+/// above the target adds a replica (up to `max_replicas`), long idleness
+/// removes one (down to `replicas`).
+async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = &shared.config;
+    let up_ticks = cfg.scale_up_after.as_secs().max(1) as u32;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let functions: Vec<FunctionRecord> = read_lock(&shared.functions).values().cloned().collect();
+        for f in functions {
+            let max = f.settings.max_replicas.max(f.settings.replicas);
+            let holders: Vec<(OrbId, u64)> = {
+                let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                clients
+                    .iter()
+                    .filter(|(_, c)| c.hosted.contains(&f.hash))
+                    .map(|(id, c)| (*id, c.served.load(Ordering::Relaxed)))
+                    .collect()
+            };
+            let mut action: Option<(u32, Option<OrbId>)> = None;
+            {
+                let mut scale = lock_scale(&shared);
+                let st = scale.entry(f.name.clone()).or_insert_with(|| ScaleState::new(f.settings.replicas));
+                if st.desired < f.settings.replicas {
+                    st.desired = f.settings.replicas;
+                }
+                let live = holders.len().max(1) as f64;
+                let in_flight = f64::from(st.counters.in_flight.load(Ordering::Relaxed));
+                let busy_total = st.counters.busy.load(Ordering::Relaxed);
+                let busy_new = busy_total.saturating_sub(st.busy_seen);
+                st.busy_seen = busy_total;
+                let load = in_flight / live;
+                let hot = load >= cfg.scale_target || busy_new > 0;
+                st.hot_ticks = if hot { st.hot_ticks + 1 } else { 0 };
+                let cooled = st.last_change.elapsed() >= cfg.scale_up_after;
+                let idle_ms = now_ms().saturating_sub(st.counters.last_call_ms.load(Ordering::Relaxed));
+                if st.hot_ticks >= up_ticks && st.desired < max && cooled && holders.len() as u32 >= st.desired {
+                    let reason = if busy_new > 0 {
+                        format!("calls answered busy for {up_ticks} s with {} replicas", holders.len())
+                    } else {
+                        format!("{load:.1} calls in flight per replica for {up_ticks} s (target {})", cfg.scale_target)
+                    };
+                    let to = st.desired + 1;
+                    st.decide("scale-up", to, reason);
+                    action = Some((to, None));
+                } else if st.desired > f.settings.replicas
+                    && in_flight == 0.0
+                    && idle_ms >= cfg.scale_idle.as_millis() as u64
+                    && st.last_change.elapsed() >= cfg.scale_idle
+                {
+                    let to = st.desired - 1;
+                    st.decide("scale-down", to, format!("no calls for {} s", idle_ms / 1000));
+                    // Remove the replica that served least.
+                    let victim = holders.iter().min_by_key(|(_, served)| *served).map(|(id, _)| *id);
+                    action = Some((to, victim));
+                }
+            }
+            match action {
+                Some((_, None)) => {
+                    place(&shared, &f).await;
+                }
+                Some((to, Some(victim))) if holders.len() as u32 > to => unplace(&shared, &f, victim).await,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Ask `node` to stop hosting `f`, and stop routing to it.
+async fn unplace(shared: &Arc<Shared>, f: &FunctionRecord, node: OrbId) {
+    let conn = {
+        let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.get_mut(&node).map(|c| {
+            c.hosted.remove(&f.hash);
+            c.conn.clone()
+        })
+    };
+    let Some(conn) = conn else { return };
+    let req = Request::Unplace { name: f.name.clone(), hash: f.hash };
+    match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
+        Ok(Ok((Response::Placed, _))) => info!(function = %f.name, node = %node.short(), "replica removed"),
+        Ok(Ok((other, _))) => warn!(function = %f.name, node = %node.short(), answer = ?other, "unplace refused"),
+        Ok(Err(e)) => warn!(function = %f.name, node = %node.short(), error = %e, "unplace failed"),
+        Err(_) => warn!(function = %f.name, node = %node.short(), "unplace timed out"),
+    }
 }
 
 impl SuperNode {
@@ -214,6 +410,7 @@ impl SuperNode {
             endpoint: endpoint.clone(),
             overlay,
             peer_conns: Mutex::new(HashMap::new()),
+            scale: Mutex::new(HashMap::new()),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -225,6 +422,7 @@ impl SuperNode {
         ));
         tasks.spawn(serve_http(shared.clone(), listener, shutdown_rx.clone()));
         tasks.spawn(flush_ledger(shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(autoscale(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(overlay_maintenance(shared.clone(), remembered, shutdown_rx));
         info!(id = %shared.id, quic = %quic_addr, http = %http_addr, "super node started");
         Ok(SuperHandle {
@@ -408,13 +606,25 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
             }
         }
         Request::ListFunctions => (Response::Functions(function_infos(&shared)), Bytes::new()),
-        Request::Run { .. } | Request::Place { .. } => (
+        Request::Run { .. } | Request::Place { .. } | Request::Unplace { .. } => (
             Response::Error(WireError::new(
                 ErrorKind::BadRequest,
                 "a super node does not host replicas",
             )),
             Bytes::new(),
         ),
+        Request::Balance => {
+            let b = shared.ledger.balance(&peer);
+            (
+                Response::Balance(orb_proto::wire::Credits {
+                    earned: b.earned,
+                    spent: b.spent,
+                    calls_served: b.calls_served,
+                    calls_made: b.calls_made,
+                }),
+                Bytes::new(),
+            )
+        }
         Request::Dht(msg) => (
             Response::Dht(shared.overlay.handle_request(from, msg).await),
             Bytes::new(),
@@ -542,7 +752,7 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
         candidates.sort_by_key(|(n, busy, id, _)| (*n, *busy, *id));
         (holders, candidates)
     };
-    let want = f.settings.replicas as usize;
+    let want = wanted(shared, f) as usize;
     for (_, _, id, conn) in candidates {
         if holders.len() >= want {
             break;
@@ -598,7 +808,7 @@ async fn rebalance(shared: &Arc<Shared>) {
                 .filter(|c| c.hosted.contains(&f.hash))
                 .count()
         };
-        if live < f.settings.replicas as usize {
+        if live < wanted(shared, &f) as usize {
             place(shared, &f).await;
         }
     }
@@ -615,8 +825,10 @@ pub(crate) async fn route_call(
 ) -> Result<(OrbId, RunOutcome, Bytes), WireError> {
     let started = Instant::now();
     shared.stats.calls.inc();
+    let per_function = shared.stats.per_function.start(name);
     let result = route_call_inner(shared, name, meta, input, caller).await;
     shared.stats.call_latency.observe(started.elapsed());
+    per_function.finish(matches!(&result, Ok((_, o, _)) if o.is_success()));
     match &result {
         Ok((_, o, _)) if o.is_success() => {}
         Err(e) if e.kind == ErrorKind::Busy => {
@@ -843,6 +1055,11 @@ async fn run_on_own_replicas(
         .max_output
         .map_or(orb_proto::limits::DEFAULT_MAX_OUTPUT, |v| v as usize)
         + OUTPUT_SLACK;
+    let sc = scale_counters(shared, name);
+    sc.calls.fetch_add(1, Ordering::Relaxed);
+    sc.last_call_ms.store(now_ms(), Ordering::Relaxed);
+    sc.in_flight.fetch_add(1, Ordering::AcqRel);
+    let _in_flight = DecrementOnDrop(sc.in_flight.clone());
     for (attempt, c) in candidates.iter().enumerate() {
         if attempt > 0 {
             shared.stats.calls_failed_over.inc();
@@ -903,16 +1120,30 @@ async fn run_on_own_replicas(
                     format!("unexpected answer {other:?}"),
                 ));
             }
-            Err(e) => {
+            // The replica never got the call, or it is gone (its process or
+            // its link died before answering, so no result can ever come
+            // back): the next replica may run it.
+            Err(e) if e.request_not_sent() || matches!(e, orb_transport::TransportError::ConnectionLost(_)) => {
                 warn!(function = %name, node = %c.conn.peer_id().short(), error = %e, "replica unreachable, trying the next");
+                forget_replica(shared, &c.conn, &f.hash);
                 last_error = Some(WireError::new(
                     ErrorKind::Unavailable,
                     format!("replica unreachable: {e}"),
                 ));
             }
+            // The replica is alive and may have run the call: never run it
+            // a second time elsewhere.
+            Err(e) => {
+                warn!(function = %name, node = %c.conn.peer_id().short(), error = %e, "call failed after it started; not retried");
+                return Err(WireError::new(
+                    ErrorKind::Unavailable,
+                    format!("the replica failed during the call (not retried, to never run it twice): {e}"),
+                ));
+            }
         }
     }
     if busy == candidates.len() {
+        sc.busy.fetch_add(1, Ordering::Relaxed);
         return Err(WireError::new(
             ErrorKind::Busy,
             format!("all {busy} replicas of {name:?} are busy"),
@@ -1023,6 +1254,10 @@ struct StatusJson {
     calls: u64,
     call_errors: u64,
     deploys: u64,
+    /// Gateway-wide median call latency, ms (None before the first call).
+    p50_ms: Option<f64>,
+    /// Gateway-wide 99th percentile call latency, ms.
+    p99_ms: Option<f64>,
 }
 
 async fn http_status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
@@ -1053,6 +1288,8 @@ async fn http_status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
         calls: shared.stats.calls.get(),
         call_errors: shared.stats.call_errors.get(),
         deploys: shared.stats.deploys.get(),
+        p50_ms: shared.stats.call_latency.quantile(0.5).map(|s| s * 1000.0),
+        p99_ms: shared.stats.call_latency.quantile(0.99).map(|s| s * 1000.0),
     })
 }
 
@@ -1060,9 +1297,16 @@ async fn http_functions(State(shared): State<Arc<Shared>>) -> Json<Vec<http_util
     Json(
         function_infos(&shared)
             .iter()
-            .map(http_util::FunctionJson::from)
+            .map(|f| with_stats(&shared, f))
             .collect(),
     )
+}
+
+/// A function's JSON with this super's counters for it.
+fn with_stats(shared: &Shared, f: &FunctionInfo) -> http_util::FunctionJson {
+    let mut j = http_util::FunctionJson::from(f);
+    j.stats = Some(shared.stats.per_function.get(&f.name));
+    j
 }
 
 async fn http_function(
@@ -1070,7 +1314,38 @@ async fn http_function(
     Path(name): Path<String>,
 ) -> HttpResponse {
     match function_infos(&shared).iter().find(|f| f.name == name) {
-        Some(f) => Json(http_util::FunctionJson::from(f)).into_response(),
+        Some(f) => {
+            // The detail view: replicas as objects, and the scaling history.
+            let mut v = serde_json::to_value(with_stats(&shared, f)).unwrap_or_default();
+            let replicas: Vec<serde_json::Value> = {
+                let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                let mut r: Vec<serde_json::Value> = clients
+                    .iter()
+                    .filter(|(_, c)| c.hosted.contains(&f.hash))
+                    .map(|(id, c)| {
+                        serde_json::json!({
+                            "node": id.to_string(),
+                            "path": "tunnel",
+                            "in_flight": c.in_flight.load(Ordering::Relaxed),
+                            "calls_served": c.served.load(Ordering::Relaxed),
+                            "capacity": c.capacity,
+                        })
+                    })
+                    .collect();
+                r.sort_by_key(|x| x["node"].as_str().unwrap_or_default().to_string());
+                r
+            };
+            let (desired, decisions) = lock_scale(&shared)
+                .get(&name)
+                .map(|s| (s.desired, s.decisions.iter().rev().cloned().collect::<Vec<_>>()))
+                .unwrap_or((f.settings.replicas, Vec::new()));
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("replicas".into(), serde_json::Value::Array(replicas));
+                obj.insert("replicas_desired".into(), desired.into());
+                obj.insert("scaling".into(), serde_json::to_value(decisions).unwrap_or_default());
+            }
+            Json(v).into_response()
+        }
         None => http_util::error_response(&WireError::new(
             ErrorKind::NotFound,
             format!("no function named {name:?}"),
@@ -1090,6 +1365,9 @@ struct NodeJson {
     agent: String,
     connected_ms: u64,
     rtt_ms: f64,
+    /// How this super reaches the node: "tunnel" (down the client's own
+    /// outbound QUIC connection).
+    path: &'static str,
 }
 
 async fn http_nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<NodeJson>> {
@@ -1107,6 +1385,7 @@ async fn http_nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<NodeJson>> {
             agent: c.agent.clone(),
             connected_ms: c.connected_ms,
             rtt_ms: c.conn.rtt().as_secs_f64() * 1000.0,
+            path: "tunnel",
         })
         .collect();
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1339,6 +1618,15 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Functions known to this super.",
         read_lock(&shared.functions).len() as f64,
     );
+    let supers = lock_peers(&shared)
+        .values()
+        .filter(|c| !c.is_closed())
+        .count();
+    crate::metrics::connections_by_path(&mut e, clients, supers);
+    st.per_function.render(&mut e);
+    if let Ok(dht) = shared.overlay.stats().await {
+        crate::metrics::dht(&mut e, &dht);
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

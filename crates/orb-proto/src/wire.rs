@@ -258,6 +258,16 @@ pub enum Request {
     ListFunctions,
     /// A DHT query (see [`crate::dht`]). Answered with [`Response::Dht`].
     Dht(crate::dht::DhtMessage),
+    /// Super -> client: stop hosting this replica (scaled down). Answered
+    /// with [`Response::Placed`].
+    Unplace {
+        /// Function name.
+        name: String,
+        /// Module hash.
+        hash: ContentHash,
+    },
+    /// Client -> super: the sender's credit balance in the super's ledger.
+    Balance,
 }
 
 /// A response: the first frame on the answering side of a stream.
@@ -301,4 +311,19 @@ pub enum Response {
     Error(WireError),
     /// Answer to [`Request::Dht`].
     Dht(crate::dht::DhtResponse),
+    /// Answer to [`Request::Balance`].
+    Balance(Credits),
+}
+
+/// A node's credit balance as one super's ledger holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credits {
+    /// Credits earned by running calls for others.
+    pub earned: u64,
+    /// Credits spent on calls this node made.
+    pub spent: u64,
+    /// Calls served.
+    pub calls_served: u64,
+    /// Calls made.
+    pub calls_made: u64,
 }

@@ -144,6 +144,8 @@ fn request() -> impl Strategy<Value = Request> {
         (text(), hash()).prop_map(|(name, hash)| Request::Place { name, hash }),
         hash().prop_map(|hash| Request::FetchModule { hash }),
         Just(Request::ListFunctions),
+        (text(), hash()).prop_map(|(name, hash)| Request::Unplace { name, hash }),
+        Just(Request::Balance),
     ]
 }
 
@@ -206,6 +208,9 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Placed),
         hash().prop_map(|hash| Response::Module { hash }),
         prop::collection::vec(info, 0..3).prop_map(Response::Functions),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(earned, spent, calls_served, calls_made)| {
+            Response::Balance(orb_proto::wire::Credits { earned, spent, calls_served, calls_made })
+        }),
         (error_kind(), text())
             .prop_map(|(kind, message)| Response::Error(WireError { kind, message })),
     ]
