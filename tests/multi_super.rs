@@ -1,7 +1,8 @@
-//! Two super nodes joined through the DHT, each with its own client: a
-//! function deployed through one super is resolved and called at the other,
-//! a name cannot be taken over through the other super, and a super
-//! restarted without `--bootstrap` rejoins from its store alone.
+//! Three super nodes joined through the DHT (each bootstrapped from the
+//! previous one) and two clients on different supers: a function deployed
+//! through one super is resolved and called at the others, a name cannot be
+//! taken over through another super, and a super restarted without
+//! `--bootstrap` rejoins from its store alone.
 
 mod common;
 
@@ -12,17 +13,43 @@ use common::*;
 
 const OTHER_WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
 
+async fn routing_table(gw: std::net::SocketAddr) -> Result<String> {
+    Ok(get_json(&format!("http://{gw}/api/dht")).await?["routing_table"].to_string())
+}
+
+async fn call(url: &str, body: &str) -> Result<Option<(String, String)>> {
+    let r = http().post(url).body(body.to_string()).send().await?;
+    if r.status() != 200 {
+        return Ok(None);
+    }
+    let node = r
+        .headers()
+        .get("x-orb-node")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok(Some((r.text().await?, node)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn function_deployed_at_one_super_is_callable_at_another() -> Result<()> {
+async fn function_deployed_at_one_super_is_callable_at_the_others() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let (quic_a, gw_a) = (free_udp(), free_tcp());
     let (quic_b, gw_b) = (free_udp(), free_tcp());
+    let (quic_c, gw_c) = (free_udp(), free_tcp());
     let sup_a = start_super(&tmp.path().join("sa"), quic_a, gw_a, &[])?;
     let peer_a = format!("{}@{quic_a}", sup_a.field("id"));
     let dir_b = tmp.path().join("sb");
     let mut sup_b = start_super(&dir_b, quic_b, gw_b, &["--bootstrap", &peer_a])?;
     let id_b = sup_b.field("id");
     let peer_b = format!("{id_b}@{quic_b}");
+    let sup_c = start_super(
+        &tmp.path().join("sc"),
+        quic_c,
+        gw_c,
+        &["--bootstrap", &peer_b],
+    )?;
+    let peer_c = format!("{}@{quic_c}", sup_c.field("id"));
 
     let (api_a, api_b) = (free_tcp(), free_tcp());
     let a = start_client(
@@ -34,21 +61,14 @@ async fn function_deployed_at_one_super_is_callable_at_another() -> Result<()> {
     let b = start_client(
         &tmp.path().join("b"),
         api_b,
-        std::slice::from_ref(&peer_b),
+        std::slice::from_ref(&peer_c),
         2,
     )?;
     let id_a = a.field("id");
-    wait_for(
-        "B knows A in its routing table",
-        Duration::from_secs(30),
-        || async {
-            let v = get_json(&format!("http://{gw_b}/api/dht")).await?;
-            Ok(v["routing_table"]
-                .to_string()
-                .contains(&peer_a)
-                .then_some(()))
-        },
-    )
+    wait_for("C knows A and B", Duration::from_secs(30), || async {
+        let t = routing_table(gw_c).await?;
+        Ok((t.contains(&peer_a) && t.contains(&peer_b)).then_some(()))
+    })
     .await?;
     wait_for(
         "client a attached to A",
@@ -90,30 +110,26 @@ async fn function_deployed_at_one_super_is_callable_at_another() -> Result<()> {
         "name record published: {deployed}"
     );
 
-    // The gateway of B resolves name -> hash -> provider -> home super A.
+    // C's gateway resolves name -> hash -> provider -> home super A.
     let url_b = format!("http://{gw_b}/fn/hello");
+    let url_c = format!("http://{gw_c}/fn/hello");
     let (body, node) = wait_for(
+        "hello callable at C's gateway",
+        Duration::from_secs(30),
+        || async { call(&url_c, "from c").await },
+    )
+    .await?;
+    assert_eq!(body, "hello, from c");
+    assert_eq!(node, id_a, "served by the replica behind A");
+    let (body, _) = wait_for(
         "hello callable at B's gateway",
         Duration::from_secs(30),
-        || async {
-            let r = http().post(&url_b).body("from b").send().await?;
-            if r.status() != 200 {
-                return Ok(None);
-            }
-            let node = r
-                .headers()
-                .get("x-orb-node")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            Ok(Some((r.text().await?, node)))
-        },
+        || async { call(&url_b, "from b").await },
     )
     .await?;
     assert_eq!(body, "hello, from b");
-    assert_eq!(node, id_a, "served by the replica behind A");
 
-    // resolve prints the chain.
+    // The client on C resolves the chain.
     let out = client_cmd(api_b, &["resolve", "hello"], None)?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -132,7 +148,7 @@ async fn function_deployed_at_one_super_is_callable_at_another() -> Result<()> {
     let out = client_cmd(api_b, &["resolve", "nope", "--json"], None)?;
     assert!(!out.status.success(), "resolving an unknown name fails");
 
-    // A client attached to the other super invokes it.
+    // ... and invokes it.
     let out = client_cmd(api_b, &["invoke", "hello", "--input", "-"], Some(b"via b"))?;
     assert!(
         out.status.success(),
@@ -141,7 +157,7 @@ async fn function_deployed_at_one_super_is_callable_at_another() -> Result<()> {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, via b");
 
-    // Taking the name over through the other super is refused.
+    // Taking the name over through another super is refused.
     let other = wat_file(tmp.path(), "other.wasm", OTHER_WAT);
     let out = client_cmd(
         api_b,
@@ -170,28 +186,18 @@ async fn function_deployed_at_one_super_is_callable_at_another() -> Result<()> {
         "B rejoined from its store",
         Duration::from_secs(30),
         || async {
-            let v = get_json(&format!("http://{gw_b}/api/dht")).await?;
-            Ok(v["routing_table"]
-                .to_string()
-                .contains(&peer_a)
-                .then_some(()))
+            let t = routing_table(gw_b).await?;
+            Ok((t.contains(&peer_a) || t.contains(&peer_c)).then_some(()))
         },
     )
     .await?;
-    let body = wait_for(
+    let (body, _) = wait_for(
         "hello callable at B after its restart",
         Duration::from_secs(30),
-        || async {
-            let r = http().post(&url_b).body("again").send().await?;
-            Ok(if r.status() == 200 {
-                Some(r.text().await?)
-            } else {
-                None
-            })
-        },
+        || async { call(&url_b, "again").await },
     )
     .await?;
     assert_eq!(body, "hello, again");
-    drop((a, b, sup_a, sup_b2));
+    drop((a, b, sup_a, sup_b2, sup_c));
     Ok(())
 }

@@ -162,11 +162,14 @@ async fn killing_a_replica_mid_stream_fails_no_call() -> Result<()> {
     let workers: Vec<_> = (0..4)
         .map(|w| {
             tokio::spawn(async move {
-                let mut done = 0u32;
+                let mut done = Vec::new();
                 let mut failed = Vec::new();
                 while Instant::now() < stop {
+                    let t = Instant::now();
                     match call(gw, "hello", &format!("w{w}")).await {
-                        Ok((200, _, body)) if body == format!("hello, w{w}") => done += 1,
+                        Ok((200, _, body)) if body == format!("hello, w{w}") => {
+                            done.push(t.elapsed())
+                        }
                         other => failed.push(format!("{other:?}")),
                     }
                 }

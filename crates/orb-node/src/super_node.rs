@@ -53,6 +53,29 @@ const FORWARDED: &str = "x-orb-forwarded-by";
 const MAX_PEER_CONNS: usize = 256;
 /// How long a forwarded call may take end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// STOREs a peer may send per second, and in a burst.
+const STORE_RATE: f64 = 50.0;
+const STORE_BURST: f64 = 500.0;
+/// Peers with a STORE rate limiter, at most.
+const MAX_STORE_LIMITERS: usize = 4096;
+
+/// Per-peer token bucket for DHT STOREs: one peer cannot fill the record
+/// store or keep the actor busy (the overlay bounds totals and per
+/// publisher on top of this).
+fn store_allowed(shared: &Shared, peer: OrbId) -> bool {
+    let now = Instant::now();
+    let mut limiters = shared.store_limiters.lock().unwrap_or_else(|p| p.into_inner());
+    if !limiters.contains_key(&peer) && limiters.len() >= MAX_STORE_LIMITERS {
+        // Start over rather than grow: a flood from thousands of IDs
+        // meets full buckets again, which is still bounded.
+        limiters.clear();
+    }
+    limiters
+        .entry(peer)
+        .or_insert_with(|| orb_nat::TokenBucket::new(now, STORE_RATE, STORE_BURST))
+        .try_take(now, 1.0)
+}
+
 /// Functions with autoscaling state, at most.
 const MAX_SCALED_FUNCTIONS: usize = 10_000;
 /// How often the DHT state is checked and, when it changed, saved.
@@ -117,6 +140,7 @@ struct Stats {
     deploys_refused: Counter,
     receipts_refused: Counter,
     calls_forwarded: Counter,
+    dht_stores_throttled: Counter,
     /// Calls, errors, in flight and latency per function name.
     per_function: crate::metrics::FunctionStats,
 }
@@ -140,6 +164,8 @@ pub(crate) struct Shared {
     peer_conns: Mutex<HashMap<OrbId, Connection>>,
     /// Autoscaling state per function name.
     scale: Mutex<HashMap<String, ScaleState>>,
+    /// DHT STORE rate limiters per peer.
+    store_limiters: Mutex<HashMap<OrbId, orb_nat::TokenBucket>>,
 }
 
 /// Load counters of one function, shared with the calls that update them.
@@ -411,6 +437,7 @@ impl SuperNode {
             overlay,
             peer_conns: Mutex::new(HashMap::new()),
             scale: Mutex::new(HashMap::new()),
+            store_limiters: Mutex::new(HashMap::new()),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -625,10 +652,20 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
                 Bytes::new(),
             )
         }
-        Request::Dht(msg) => (
-            Response::Dht(shared.overlay.handle_request(from, msg).await),
-            Bytes::new(),
-        ),
+        Request::Dht(msg) => {
+            if matches!(msg.body, orb_proto::dht::DhtRequest::Store { .. }) && !store_allowed(&shared, peer) {
+                shared.stats.dht_stores_throttled.inc();
+                debug!(peer = %peer.short(), "DHT STORE flood: refused");
+                (
+                    Response::Dht(orb_proto::dht::DhtResponse::Refused(
+                        "too many STOREs from this peer; slow down".into(),
+                    )),
+                    Bytes::new(),
+                )
+            } else {
+                (Response::Dht(shared.overlay.handle_request(from, msg).await), Bytes::new())
+            }
+        }
     };
     if let Err(e) = responder.respond(&resp, &out).await {
         debug!(peer = %peer.short(), error = %e, "could not send response");
@@ -1584,6 +1621,18 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "counter",
         "Deploys refused (bad module, wrong owner, bad name).",
         st.deploys_refused.get() as f64,
+    );
+    e.sample(
+        "orb_calls_forwarded_total",
+        "counter",
+        "Calls forwarded to another super (provider behind it).",
+        st.calls_forwarded.get() as f64,
+    );
+    e.sample(
+        "orb_dht_stores_throttled_total",
+        "counter",
+        "DHT STOREs refused because one peer sent too many.",
+        st.dht_stores_throttled.get() as f64,
     );
     e.sample(
         "orb_receipts_refused_total",
