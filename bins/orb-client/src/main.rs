@@ -6,8 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use orb_node::cli::{default_data_dir, init_logging, parse_peer, shutdown_signal};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use orb_node::cli::{
+    ClientFile, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
+    shutdown_signal,
+};
 use orb_node::config::{DEFAULT_CLIENT_API, DEFAULT_CLIENT_QUIC};
 use orb_node::{ClientConfig, ClientNode};
 use orb_proto::PeerAddr;
@@ -49,19 +53,19 @@ enum Command {
         #[arg(long = "env")]
         envs: Vec<String>,
         /// Fuel (metering points, the CPU budget) per call [default: the
-        /// node's, 20e9]. Nodes clamp it to their own maximum.
+        /// node's, 2e10]. Nodes clamp it to their maximum (1e11 by default).
         #[arg(long)]
         fuel: Option<u64>,
         /// Linear memory per call, in MiB [default: the node's, 256].
-        /// Nodes clamp it to their own maximum.
+        /// Nodes clamp it to their maximum (1024 by default).
         #[arg(long)]
         memory_mb: Option<u64>,
         /// Wall-clock limit per call, in milliseconds [default: the
-        /// node's, 10000]. Nodes clamp it to their own maximum.
+        /// node's, 10000]. Nodes clamp it to their maximum (60000 by default).
         #[arg(long)]
         timeout_ms: Option<u64>,
         /// Most bytes a call may write to stdout [default: the node's,
-        /// 8 MiB]. Nodes clamp it to their own maximum.
+        /// 8 MiB]. Nodes clamp it to their maximum (8 MiB by default).
         #[arg(long)]
         max_output_bytes: Option<u64>,
         /// Print the result as JSON.
@@ -75,6 +79,10 @@ enum Command {
         /// Input file, or - for stdin [default: no input].
         #[arg(long)]
         input: Option<String>,
+        /// Print JSON instead of the raw output: {"ok", "status", "node",
+        /// "request_id", "fuel", "output"} (output as UTF-8 text, lossy).
+        #[arg(long)]
+        json: bool,
     },
     /// Show the daemon's state: identity, home supers, hosted replicas.
     Status {
@@ -108,11 +116,18 @@ enum Command {
         /// Data directory holding the node's store [default: $XDG_DATA_HOME/orb/client].
         #[arg(long, env = "ORB_CLIENT_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Print JSON: {"id": ...}.
+        #[arg(long)]
+        json: bool,
     },
 }
 
 #[derive(clap::Args)]
 struct DaemonArgs {
+    /// TOML file with the daemon's settings (keys as the flags: data-dir,
+    /// super = [..], listen, api, capacity). Flags win.
+    #[arg(long, env = "ORB_CLIENT_CONFIG")]
+    config: Option<PathBuf>,
     /// Data directory holding the node's store (identity, known supers,
     /// hosted replicas) [default: $XDG_DATA_HOME/orb/client, else ~/.local/share/orb/client].
     #[arg(long, env = "ORB_CLIENT_DATA_DIR")]
@@ -130,7 +145,8 @@ struct DaemonArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -138,7 +154,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(run(cli, &matches)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -147,15 +163,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     let api = format!("http://{}", cli.api);
     match cli.command {
-        Command::Daemon(args) => daemon(args, cli.api).await,
-        Command::Id { data_dir } => {
+        Command::Daemon(args) => {
+            let sub = matches
+                .subcommand_matches("daemon")
+                .cloned()
+                .unwrap_or_default();
+            daemon(args, cli.api, given(matches, "api"), &sub).await
+        }
+        Command::Id { data_dir, json } => {
             let dir = data_dir.unwrap_or_else(|| default_data_dir("client"));
             let store = orb_store::Store::open(&dir)
                 .with_context(|| format!("opening {}", dir.display()))?;
-            println!("{}", store.load_or_create_identity()?.id());
+            let id = store.load_or_create_identity()?.id();
+            if json {
+                println!("{}", serde_json::json!({ "id": id.to_string() }));
+            } else {
+                println!("{id}");
+            }
             Ok(())
         }
         Command::Resolve { name, json } => {
@@ -258,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Invoke { name, input } => {
+        Command::Invoke { name, input, json } => {
             let body = match input.as_deref() {
                 None => Vec::new(),
                 Some("-") => {
@@ -282,7 +309,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .get("x-orb-node")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let header = |h: &str| {
+                resp.headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let (request_id, fuel) = (header("x-orb-request-id"), header("x-orb-fuel"));
             let bytes = resp.bytes().await.context("reading the answer")?;
+            if json {
+                let v = serde_json::json!({
+                    "ok": status.is_success(),
+                    "status": status.as_u16(),
+                    "node": node,
+                    "request_id": request_id,
+                    "fuel": fuel.and_then(|f| f.parse::<u64>().ok()),
+                    "output": String::from_utf8_lossy(&bytes),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                if !status.is_success() {
+                    std::process::exit(1);
+                }
+                return Ok(());
+            }
             if !status.is_success() {
                 bail!(
                     "{} ({})",
@@ -366,14 +415,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn daemon(args: DaemonArgs, api: SocketAddr) -> anyhow::Result<()> {
+/// Whether `id` was set on the command line or through its environment
+/// variable (those win over the config file).
+fn given(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+async fn daemon(
+    args: DaemonArgs,
+    api: SocketAddr,
+    api_given: bool,
+    m: &ArgMatches,
+) -> anyhow::Result<()> {
     init_logging("info");
-    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir("client"));
+    let file: ClientFile = match &args.config {
+        Some(path) => load_config(path).map_err(anyhow::Error::msg)?,
+        None => ClientFile::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| default_data_dir("client"));
     let mut config = ClientConfig::new(data_dir.clone());
-    config.supers = args.supers;
-    config.listen = args.listen;
-    config.api = api;
-    config.capacity = args.capacity;
+    config.supers = if args.supers.is_empty() {
+        parse_peers(&file.supers).map_err(anyhow::Error::msg)?
+    } else {
+        args.supers
+    };
+    config.listen = file.listen.filter(|_| !given(m, "listen")).unwrap_or(args.listen);
+    config.api = file.api.filter(|_| !api_given).unwrap_or(api);
+    config.capacity = file
+        .capacity
+        .filter(|_| !given(m, "capacity"))
+        .unwrap_or(args.capacity);
     let node = ClientNode::start(config).await.with_context(|| {
         format!(
             "starting the client daemon (data dir {})",

@@ -144,6 +144,10 @@ pub struct FunctionJson {
     pub replicas_wanted: u32,
     pub max_replicas: u32,
     pub replicas: Vec<String>,
+    /// Calls, errors, in flight and p50/p99 latency as the answering node
+    /// counted them (supers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::metrics::FunctionStatsJson>,
 }
 
 impl From<&FunctionInfo> for FunctionJson {
@@ -156,6 +160,7 @@ impl From<&FunctionInfo> for FunctionJson {
             replicas_wanted: f.settings.replicas,
             max_replicas: f.settings.max_replicas,
             replicas: f.replicas.iter().map(|r| r.to_string()).collect(),
+            stats: None,
         }
     }
 }

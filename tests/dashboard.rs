@@ -1,0 +1,238 @@
+//! The dashboards and metrics, end to end: a super and a client as real
+//! processes, `hello` deployed and called once, then headless Chromium
+//! renders the super's dashboard and the client's, and the DOM must show
+//! the client's node ID and the function name; `/metrics` of both must
+//! carry the documented `orb_` families.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use common::*;
+
+/// The Chromium binary: `$CHROMIUM`, else `chromium` or `chromium-browser`
+/// on PATH.
+fn chromium() -> Option<String> {
+    if let Ok(c) = std::env::var("CHROMIUM") {
+        return Some(c);
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            std::process::Command::new(c)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(str::to_string)
+}
+
+/// Render `url` in headless Chromium and return the DOM after the page's
+/// scripts ran (virtual time lets the polling run without waiting).
+async fn dump_dom(chromium: &str, profile: &Path, url: &str) -> Result<String> {
+    let child = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {chromium}"))?;
+    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+        .await
+        .context("chromium did not finish within 90 s")??;
+    if !out.status.success() {
+        bail!(
+            "chromium failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A super and one client with `hello` deployed and called once.
+struct Net {
+    _tmp: tempfile::TempDir,
+    _sup: Proc,
+    _client: Proc,
+    gateway: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+    client_id: String,
+    super_id: String,
+}
+
+async fn network() -> Result<Net> {
+    let tmp = tempfile::tempdir()?;
+    let (quic, gateway) = (free_udp(), free_tcp());
+    let sup = start_super(&tmp.path().join("super"), quic, gateway, &[])?;
+    let super_id = sup.field("id");
+    let peer = format!("{super_id}@{quic}");
+    let api = free_tcp();
+    let client = start_client(&tmp.path().join("client"), api, &[peer], 2)?;
+    let client_id = client.field("id");
+    wait_for("client registered", Duration::from_secs(30), || async {
+        let v = get_json(&format!("http://{gateway}/api/nodes")).await?;
+        Ok((v.as_array().map_or(0, |a| a.len()) == 1).then_some(()))
+    })
+    .await?;
+    let wasm = hello_wasm(tmp.path());
+    let wasm = wasm.display().to_string();
+    let out = client_cmd(
+        api,
+        &["deploy", &wasm, "--name", "hello", "--replicas", "1"],
+        None,
+    )?;
+    assert!(
+        out.status.success(),
+        "deploy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = http()
+        .post(format!("http://{gateway}/fn/hello"))
+        .body("dashboard")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "calling hello: {}", r.text().await?);
+    Ok(Net {
+        _tmp: tmp,
+        _sup: sup,
+        _client: client,
+        gateway,
+        api,
+        client_id,
+        super_id,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_render_nodes_and_functions_in_chromium() -> Result<()> {
+    let Some(chromium) = chromium() else {
+        skip_or_fail("chromium is not installed (apt install chromium)");
+        return Ok(());
+    };
+    let net = network().await?;
+    let profile = tempfile::tempdir()?;
+
+    let dom = dump_dom(
+        &chromium,
+        profile.path(),
+        &format!("http://{}/", net.gateway),
+    )
+    .await?;
+    assert!(
+        dom.contains(&net.client_id),
+        "the super's dashboard does not show client {}:\n{dom}",
+        net.client_id
+    );
+    assert!(
+        dom.contains(&net.super_id),
+        "the super's dashboard does not show its own ID"
+    );
+    assert!(
+        dom.contains("<b>hello</b>"),
+        "the super's dashboard does not list the function hello:\n{dom}"
+    );
+
+    let dom = dump_dom(&chromium, profile.path(), &format!("http://{}/", net.api)).await?;
+    assert!(
+        dom.contains(&net.client_id),
+        "the client's dashboard does not show its own ID {}:\n{dom}",
+        net.client_id
+    );
+    assert!(
+        dom.contains(&net.super_id),
+        "the client's dashboard does not show its home super"
+    );
+    assert!(
+        dom.contains("<b>hello</b>"),
+        "the client's dashboard does not list the function hello:\n{dom}"
+    );
+    Ok(())
+}
+
+/// The families a super's `/metrics` must have.
+const SUPER_FAMILIES: &[&str] = &[
+    "orb_calls_total",
+    "orb_call_errors_total",
+    "orb_call_duration_seconds",
+    "orb_connections_by_path",
+    "orb_function_calls_total",
+    "orb_function_errors_total",
+    "orb_function_call_duration_seconds",
+    "orb_dht_lookups_total",
+    "orb_dht_routing_table_peers",
+    "orb_dht_records",
+];
+
+/// The families a client's `/metrics` must have.
+const CLIENT_FAMILIES: &[&str] = &[
+    "orb_calls_total",
+    "orb_call_errors_total",
+    "orb_call_duration_seconds",
+    "orb_connections_by_path",
+    "orb_function_calls_total",
+    "orb_function_call_duration_seconds",
+    "orb_dht_lookups_total",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_the_orb_families() -> Result<()> {
+    let net = network().await?;
+    for (what, addr, families) in [
+        ("super", net.gateway, SUPER_FAMILIES),
+        ("client", net.api, CLIENT_FAMILIES),
+    ] {
+        let r = http().get(format!("http://{addr}/metrics")).send().await?;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await?;
+        for f in families {
+            assert!(
+                text.contains(&format!("# TYPE {f} ")),
+                "{what} /metrics lacks {f}:\n{text}"
+            );
+        }
+        // The one call was counted, per function and with a latency.
+        assert!(
+            text.contains("orb_function_calls_total{function=\"hello\"} 1"),
+            "{what} did not count the call of hello:\n{text}"
+        );
+        assert!(
+            text.contains("orb_function_call_duration_seconds_count{function=\"hello\"} 1"),
+            "{what} has no latency for hello:\n{text}"
+        );
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(
+                line.starts_with("orb_"),
+                "{what}: metric without orb_ prefix: {line}"
+            );
+        }
+    }
+    // The super's function JSON carries the same counters for the dashboard.
+    let f = get_json(&format!("http://{}/api/functions/hello", net.gateway)).await?;
+    assert_eq!(f["stats"]["calls"], 1, "{f}");
+    assert!(f["stats"]["p50_ms"].is_number(), "{f}");
+    let st = get_json(&format!("http://{}/api/status", net.gateway)).await?;
+    assert!(st["p99_ms"].is_number(), "{st}");
+    Ok(())
+}
