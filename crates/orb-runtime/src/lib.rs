@@ -22,7 +22,7 @@ mod tunables;
 mod wasi;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -254,6 +254,10 @@ struct Inner {
     plain: Engine,
     cache: Mutex<Cache>,
     in_flight: AtomicUsize,
+    /// Modules compiled since start.
+    compiles: AtomicU64,
+    /// Compiled artifacts loaded since start.
+    artifacts_loaded: AtomicU64,
 }
 
 /// The function runtime. Cheap to clone; clones share everything.
@@ -307,6 +311,8 @@ impl Runtime {
                 plain,
                 cache: Mutex::new(Cache::default()),
                 in_flight: AtomicUsize::new(0),
+                compiles: AtomicU64::new(0),
+                artifacts_loaded: AtomicU64::new(0),
             }),
         })
     }
@@ -342,6 +348,7 @@ impl Runtime {
             Module::new(&engine, wasm).map_err(|e| RuntimeError::Compile(e.to_string()))?;
         check_compiled(&module).map_err(|e| RuntimeError::Internal(e.to_string()))?;
         self.insert(hash, Prepared { engine, module });
+        self.inner.compiles.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(hash = %hash.short(), "module compiled");
         Ok(())
     }
@@ -360,6 +367,7 @@ impl Runtime {
         // command that imports only what we provide.
         check_compiled(&module).map_err(|e| RuntimeError::Artifact(e.to_string()))?;
         self.insert(hash, Prepared { engine, module });
+        self.inner.artifacts_loaded.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -393,6 +401,17 @@ impl Runtime {
         if let Ok(mut c) = self.lock_cache() {
             c.entries.remove(hash);
         }
+    }
+
+    /// Modules compiled by [`Runtime::prepare`] since this runtime started.
+    pub fn compiles(&self) -> u64 {
+        self.inner.compiles.load(Ordering::Relaxed)
+    }
+
+    /// Artifacts loaded by [`Runtime::prepare_artifact`] since this runtime
+    /// started.
+    pub fn artifacts_loaded(&self) -> u64 {
+        self.inner.artifacts_loaded.load(Ordering::Relaxed)
     }
 
     /// Calls run at once at most.
@@ -498,8 +517,21 @@ impl Runtime {
         Ok(Permit(self.inner.clone()))
     }
 
+    /// The limits of a call: what the function asked for (at deploy), else
+    /// the node's defaults, never above the node's maxima. A request over a
+    /// maximum is clamped silently (logged at debug level), not refused:
+    /// nodes differ, and the function still runs within what this one
+    /// allows.
     fn limits(&self, asked: &CallLimits) -> Limits {
         let c = &self.inner.cfg;
+        let over = |v: Option<u64>, max: u64| v.is_some_and(|v| v > max);
+        if over(asked.fuel, c.max_fuel)
+            || over(asked.memory_bytes, c.max_memory_bytes)
+            || over(asked.timeout_ms, c.max_timeout_ms)
+            || over(asked.max_output, c.max_output)
+        {
+            tracing::debug!(?asked, "call limits clamped to this node's maxima");
+        }
         let max_output = asked
             .max_output
             .unwrap_or(c.default_max_output)

@@ -401,6 +401,41 @@ async fn pure_compute_loop_is_stopped_at_the_deadline() {
 }
 
 #[tokio::test]
+async fn limits_asked_above_the_node_maxima_are_clamped() {
+    let rt = runtime(RuntimeConfig {
+        max_fuel: 50_000,
+        max_timeout_ms: 300,
+        ..config()
+    });
+    // Fuel: asking for a trillion gets the node's 50 000.
+    let limits = CallLimits {
+        fuel: Some(1_000_000_000_000),
+        ..CallLimits::default()
+    };
+    let r = call(&rt, &module(LOOP), with_limits(inv(b""), limits)).await;
+    assert_limit(&r, "fuel");
+    assert_eq!(r.outcome.fuel_used, 50_000);
+
+    // Timeout: asking for an hour gets the node's 300 ms.
+    let rt = runtime(RuntimeConfig {
+        max_timeout_ms: 300,
+        ..config()
+    });
+    let limits = CallLimits {
+        fuel: Some(1_000_000_000_000),
+        timeout_ms: Some(3_600_000),
+        ..CallLimits::default()
+    };
+    let r = call(&rt, &module(LOOP), with_limits(inv(b""), limits)).await;
+    match &r.outcome.status {
+        RunStatus::LimitExceeded { limit, detail } if limit == "timeout" => {
+            assert!(detail.contains("300 ms"), "{detail}")
+        }
+        other => panic!("expected timeout, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn host_call_loop_is_stopped_at_the_deadline() {
     let wasm = module(r#"(func (export "_start") (loop $l (drop (call $sched_yield)) (br $l)))"#);
     let limits = CallLimits {
@@ -598,6 +633,8 @@ async fn artifact_round_trip() {
         .prepare_artifact(hash, &artifact)
         .expect("load artifact");
     assert!(fresh.is_prepared(&hash));
+    assert_eq!((fresh.compiles(), fresh.artifacts_loaded()), (0, 1));
+    assert_eq!((rt.compiles(), rt.artifacts_loaded()), (1, 0));
     let r = fresh.call(hash, inv(b"again")).await.unwrap();
     assert_eq!(r.outcome.status, RunStatus::Exited(0));
     assert_eq!(r.stdout, b"echo: again");

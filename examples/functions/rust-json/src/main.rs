@@ -3,7 +3,11 @@
 //! Input: `{"name": "ada", "values": [1, 2, 3]}`.
 //! Output: a greeting, the count, sum and mean of `values`, and what the
 //! CGI-style environment told the function about the request.
+//!
+//! The greeting word comes from the `GREETING` environment variable
+//! (`orb-client deploy --env GREETING=hi`), "hello" without it.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,8 @@ struct Output {
     query: String,
     request_id: String,
     args: Vec<String>,
+    /// Request headers, as the `HTTP_*` variables that carry them.
+    headers: BTreeMap<String, String>,
 }
 
 fn main() {
@@ -44,8 +50,9 @@ fn main() {
     let sum: f64 = input.values.iter().sum();
     let count = input.values.len();
     let env = |k: &str| std::env::var(k).unwrap_or_default();
+    let word = std::env::var("GREETING").unwrap_or_else(|_| "hello".to_string());
     let out = Output {
-        greeting: format!("hello, {}", input.name),
+        greeting: format!("{word}, {}", input.name),
         count,
         sum,
         mean: (count > 0).then(|| sum / count as f64),
@@ -54,6 +61,9 @@ fn main() {
         query: env("QUERY_STRING"),
         request_id: env("ORB_REQUEST_ID"),
         args: std::env::args().skip(1).collect(),
+        headers: std::env::vars()
+            .filter(|(k, _)| k.starts_with("HTTP_"))
+            .collect(),
     };
     match serde_json::to_string(&out) {
         Ok(s) => println!("{s}"),
