@@ -211,7 +211,11 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                 println!(
                     "provider  {} via {}",
                     p["node"].as_str().unwrap_or(""),
-                    if supers.is_empty() { "-".to_string() } else { supers.join(", ") }
+                    if supers.is_empty() {
+                        "-".to_string()
+                    } else {
+                        supers.join(", ")
+                    }
                 );
             }
             Ok(())
@@ -445,7 +449,10 @@ async fn daemon(
     } else {
         args.supers
     };
-    config.listen = file.listen.filter(|_| !given(m, "listen")).unwrap_or(args.listen);
+    config.listen = file
+        .listen
+        .filter(|_| !given(m, "listen"))
+        .unwrap_or(args.listen);
     config.api = file.api.filter(|_| !api_given).unwrap_or(api);
     config.capacity = file
         .capacity

@@ -95,7 +95,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let given = matches.subcommand_matches("run").cloned().unwrap_or_default();
+            let given = matches
+                .subcommand_matches("run")
+                .cloned()
+                .unwrap_or_default();
             run(args, &given).await
         }
     }
@@ -120,7 +123,10 @@ async fn run(args: RunArgs, m: &ArgMatches) -> anyhow::Result<()> {
         .or(file.data_dir)
         .unwrap_or_else(|| default_data_dir("super"));
     let mut config = SuperConfig::new(data_dir.clone());
-    config.listen = file.listen.filter(|_| !given(m, "listen")).unwrap_or(args.listen);
+    config.listen = file
+        .listen
+        .filter(|_| !given(m, "listen"))
+        .unwrap_or(args.listen);
     config.http = file.http.filter(|_| !given(m, "http")).unwrap_or(args.http);
     config.bootstrap = if args.bootstrap.is_empty() {
         parse_peers(&file.bootstrap).map_err(anyhow::Error::msg)?

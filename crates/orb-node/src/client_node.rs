@@ -18,11 +18,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Json, Response as HttpResponse};
 use axum::routing::{get, post};
+use orb_overlay::{Overlay, OverlayConfig};
 use orb_proto::receipt::Receipt;
 use orb_proto::wire::{
     ErrorKind, FunctionSettings, Hello, HostedReplica, Request, Response, Role, Welcome, WireError,
 };
-use orb_overlay::{Overlay, OverlayConfig};
 use orb_proto::{ContentHash, Keypair, OrbId, PeerAddr};
 use orb_runtime::{Invocation, Runtime, RuntimeConfig, RuntimeError};
 use orb_store::{HostedRecord, PeerEntry, Store};
@@ -165,7 +165,10 @@ impl ClientNode {
 
         let (overlay, _overlay_task) = Overlay::spawn(
             endpoint.clone(),
-            PeerAddr { id: keypair.id(), addr: quic_addr },
+            PeerAddr {
+                id: keypair.id(),
+                addr: quic_addr,
+            },
             orb_overlay::Role::Client,
             OverlayConfig::default(),
         );
@@ -717,7 +720,11 @@ async fn publish_name(
     let record = dht::sign_name(&shared.keypair, name, hash, settings)?;
     shared.overlay.put(record).await.map_err(|e| {
         let msg = e.to_string();
-        let kind = if msg.contains("belongs to") { ErrorKind::Forbidden } else { ErrorKind::Unavailable };
+        let kind = if msg.contains("belongs to") {
+            ErrorKind::Forbidden
+        } else {
+            ErrorKind::Unavailable
+        };
         WireError::new(kind, format!("name record not published: {msg}"))
     })
 }
@@ -729,7 +736,11 @@ async fn publish_name(
 async fn refresh_records(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut ok_once = false;
     loop {
-        let wait = if ok_once { dht::REFRESH_EVERY } else { Duration::from_secs(3) };
+        let wait = if ok_once {
+            dht::REFRESH_EVERY
+        } else {
+            Duration::from_secs(3)
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
@@ -749,9 +760,15 @@ async fn refresh_records(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool
             all_ok &= publish_provider(&shared, hash).await;
         }
         let store = shared.store.clone();
-        let owned = blocking(move || store.blobs(OWNED_NS)).await.ok().and_then(Result::ok).unwrap_or_default();
+        let owned = blocking(move || store.blobs(OWNED_NS))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         for (name, value) in owned {
-            let Ok(name) = String::from_utf8(name) else { continue };
+            let Ok(name) = String::from_utf8(name) else {
+                continue;
+            };
             match orb_proto::codec::decode::<(ContentHash, FunctionSettings)>(&value) {
                 Ok((hash, settings)) => {
                     if let Err(e) = publish_name(&shared, &name, hash, &settings).await {
@@ -1068,7 +1085,9 @@ async fn api_deploy(
                 if let Ok(value) = orb_proto::codec::encode(&(hash, settings_kept.clone())) {
                     let store = shared.store.clone();
                     let key = name.clone();
-                    if let Ok(Err(e)) = blocking(move || store.put_blob(OWNED_NS, key.as_bytes(), &value)).await {
+                    if let Ok(Err(e)) =
+                        blocking(move || store.put_blob(OWNED_NS, key.as_bytes(), &value)).await
+                    {
                         warn!(error = %e, "cannot remember the deployed name");
                     }
                 }

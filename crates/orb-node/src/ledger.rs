@@ -161,7 +161,12 @@ impl Ledger {
 
     /// One node's balance.
     pub fn balance(&self, id: &OrbId) -> Balance {
-        self.balances.lock().unwrap_or_else(|p| p.into_inner()).get(id).copied().unwrap_or_default()
+        self.balances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Write the balances to the store if they changed (blocking).

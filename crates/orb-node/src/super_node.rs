@@ -64,7 +64,10 @@ const MAX_STORE_LIMITERS: usize = 4096;
 /// publisher on top of this).
 fn store_allowed(shared: &Shared, peer: OrbId) -> bool {
     let now = Instant::now();
-    let mut limiters = shared.store_limiters.lock().unwrap_or_else(|p| p.into_inner());
+    let mut limiters = shared
+        .store_limiters
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if !limiters.contains_key(&peer) && limiters.len() >= MAX_STORE_LIMITERS {
         // Start over rather than grow: a flood from thousands of IDs
         // meets full buckets again, which is still bounded.
@@ -217,7 +220,12 @@ impl ScaleState {
         if self.decisions.len() >= MAX_DECISIONS {
             self.decisions.pop_front();
         }
-        self.decisions.push_back(Decision { time_ms: now_ms(), action, replicas, reason });
+        self.decisions.push_back(Decision {
+            time_ms: now_ms(),
+            action,
+            replicas,
+            reason,
+        });
         self.desired = replicas;
         self.hot_ticks = 0;
         self.last_change = Instant::now();
@@ -255,7 +263,10 @@ fn scale_counters(shared: &Shared, name: &str) -> Arc<ScaleCounters> {
 /// Replicas `f` should have now.
 fn wanted(shared: &Shared, f: &FunctionRecord) -> u32 {
     let desired = lock_scale(shared).get(&f.name).map_or(0, |s| s.desired);
-    desired.clamp(f.settings.replicas, f.settings.max_replicas.max(f.settings.replicas))
+    desired.clamp(
+        f.settings.replicas,
+        f.settings.max_replicas.max(f.settings.replicas),
+    )
 }
 
 /// Stop routing to a replica whose connection is gone.
@@ -279,7 +290,8 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => return,
         }
-        let functions: Vec<FunctionRecord> = read_lock(&shared.functions).values().cloned().collect();
+        let functions: Vec<FunctionRecord> =
+            read_lock(&shared.functions).values().cloned().collect();
         for f in functions {
             let max = f.settings.max_replicas.max(f.settings.replicas);
             let holders: Vec<(OrbId, u64)> = {
@@ -293,7 +305,9 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             let mut action: Option<(u32, Option<OrbId>)> = None;
             {
                 let mut scale = lock_scale(&shared);
-                let st = scale.entry(f.name.clone()).or_insert_with(|| ScaleState::new(f.settings.replicas));
+                let st = scale
+                    .entry(f.name.clone())
+                    .or_insert_with(|| ScaleState::new(f.settings.replicas));
                 if st.desired < f.settings.replicas {
                     st.desired = f.settings.replicas;
                 }
@@ -306,12 +320,23 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 let hot = load >= cfg.scale_target || busy_new > 0;
                 st.hot_ticks = if hot { st.hot_ticks + 1 } else { 0 };
                 let cooled = st.last_change.elapsed() >= cfg.scale_up_after;
-                let idle_ms = now_ms().saturating_sub(st.counters.last_call_ms.load(Ordering::Relaxed));
-                if st.hot_ticks >= up_ticks && st.desired < max && cooled && holders.len() as u32 >= st.desired {
+                let idle_ms =
+                    now_ms().saturating_sub(st.counters.last_call_ms.load(Ordering::Relaxed));
+                if st.hot_ticks >= up_ticks
+                    && st.desired < max
+                    && cooled
+                    && holders.len() as u32 >= st.desired
+                {
                     let reason = if busy_new > 0 {
-                        format!("calls answered busy for {up_ticks} s with {} replicas", holders.len())
+                        format!(
+                            "calls answered busy for {up_ticks} s with {} replicas",
+                            holders.len()
+                        )
                     } else {
-                        format!("{load:.1} calls in flight per replica for {up_ticks} s (target {})", cfg.scale_target)
+                        format!(
+                            "{load:.1} calls in flight per replica for {up_ticks} s (target {})",
+                            cfg.scale_target
+                        )
                     };
                     let to = st.desired + 1;
                     st.decide("scale-up", to, reason);
@@ -322,9 +347,16 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     && st.last_change.elapsed() >= cfg.scale_idle
                 {
                     let to = st.desired - 1;
-                    st.decide("scale-down", to, format!("no calls for {} s", idle_ms / 1000));
+                    st.decide(
+                        "scale-down",
+                        to,
+                        format!("no calls for {} s", idle_ms / 1000),
+                    );
                     // Remove the replica that served least.
-                    let victim = holders.iter().min_by_key(|(_, served)| *served).map(|(id, _)| *id);
+                    let victim = holders
+                        .iter()
+                        .min_by_key(|(_, served)| *served)
+                        .map(|(id, _)| *id);
                     action = Some((to, victim));
                 }
             }
@@ -332,7 +364,9 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 Some((_, None)) => {
                     place(&shared, &f).await;
                 }
-                Some((to, Some(victim))) if holders.len() as u32 > to => unplace(&shared, &f, victim).await,
+                Some((to, Some(victim))) if holders.len() as u32 > to => {
+                    unplace(&shared, &f, victim).await
+                }
                 _ => {}
             }
         }
@@ -349,10 +383,17 @@ async fn unplace(shared: &Arc<Shared>, f: &FunctionRecord, node: OrbId) {
         })
     };
     let Some(conn) = conn else { return };
-    let req = Request::Unplace { name: f.name.clone(), hash: f.hash };
+    let req = Request::Unplace {
+        name: f.name.clone(),
+        hash: f.hash,
+    };
     match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
-        Ok(Ok((Response::Placed, _))) => info!(function = %f.name, node = %node.short(), "replica removed"),
-        Ok(Ok((other, _))) => warn!(function = %f.name, node = %node.short(), answer = ?other, "unplace refused"),
+        Ok(Ok((Response::Placed, _))) => {
+            info!(function = %f.name, node = %node.short(), "replica removed")
+        }
+        Ok(Ok((other, _))) => {
+            warn!(function = %f.name, node = %node.short(), answer = ?other, "unplace refused")
+        }
         Ok(Err(e)) => warn!(function = %f.name, node = %node.short(), error = %e, "unplace failed"),
         Err(_) => warn!(function = %f.name, node = %node.short(), "unplace timed out"),
     }
@@ -653,7 +694,9 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
             )
         }
         Request::Dht(msg) => {
-            if matches!(msg.body, orb_proto::dht::DhtRequest::Store { .. }) && !store_allowed(&shared, peer) {
+            if matches!(msg.body, orb_proto::dht::DhtRequest::Store { .. })
+                && !store_allowed(&shared, peer)
+            {
                 shared.stats.dht_stores_throttled.inc();
                 debug!(peer = %peer.short(), "DHT STORE flood: refused");
                 (
@@ -663,7 +706,10 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
                     Bytes::new(),
                 )
             } else {
-                (Response::Dht(shared.overlay.handle_request(from, msg).await), Bytes::new())
+                (
+                    Response::Dht(shared.overlay.handle_request(from, msg).await),
+                    Bytes::new(),
+                )
             }
         }
     };
@@ -1160,7 +1206,10 @@ async fn run_on_own_replicas(
             // The replica never got the call, or it is gone (its process or
             // its link died before answering, so no result can ever come
             // back): the next replica may run it.
-            Err(e) if e.request_not_sent() || matches!(e, orb_transport::TransportError::ConnectionLost(_)) => {
+            Err(e)
+                if e.request_not_sent()
+                    || matches!(e, orb_transport::TransportError::ConnectionLost(_)) =>
+            {
                 warn!(function = %name, node = %c.conn.peer_id().short(), error = %e, "replica unreachable, trying the next");
                 forget_replica(shared, &c.conn, &f.hash);
                 last_error = Some(WireError::new(
@@ -1174,7 +1223,9 @@ async fn run_on_own_replicas(
                 warn!(function = %name, node = %c.conn.peer_id().short(), error = %e, "call failed after it started; not retried");
                 return Err(WireError::new(
                     ErrorKind::Unavailable,
-                    format!("the replica failed during the call (not retried, to never run it twice): {e}"),
+                    format!(
+                        "the replica failed during the call (not retried, to never run it twice): {e}"
+                    ),
                 ));
             }
         }
@@ -1374,12 +1425,20 @@ async fn http_function(
             };
             let (desired, decisions) = lock_scale(&shared)
                 .get(&name)
-                .map(|s| (s.desired, s.decisions.iter().rev().cloned().collect::<Vec<_>>()))
+                .map(|s| {
+                    (
+                        s.desired,
+                        s.decisions.iter().rev().cloned().collect::<Vec<_>>(),
+                    )
+                })
                 .unwrap_or((f.settings.replicas, Vec::new()));
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("replicas".into(), serde_json::Value::Array(replicas));
                 obj.insert("replicas_desired".into(), desired.into());
-                obj.insert("scaling".into(), serde_json::to_value(decisions).unwrap_or_default());
+                obj.insert(
+                    "scaling".into(),
+                    serde_json::to_value(decisions).unwrap_or_default(),
+                );
             }
             Json(v).into_response()
         }

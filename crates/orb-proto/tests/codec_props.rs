@@ -208,9 +208,16 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Placed),
         hash().prop_map(|hash| Response::Module { hash }),
         prop::collection::vec(info, 0..3).prop_map(Response::Functions),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(earned, spent, calls_served, calls_made)| {
-            Response::Balance(orb_proto::wire::Credits { earned, spent, calls_served, calls_made })
-        }),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(earned, spent, calls_served, calls_made)| {
+                Response::Balance(orb_proto::wire::Credits {
+                    earned,
+                    spent,
+                    calls_served,
+                    calls_made,
+                })
+            }
+        ),
         (error_kind(), text())
             .prop_map(|(kind, message)| Response::Error(WireError { kind, message })),
     ]
