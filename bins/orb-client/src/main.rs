@@ -263,13 +263,17 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                     query.push((key, v.to_string()));
                 }
             }
+            let (body, bar) = upload_body(module);
             let resp = client()?
                 .post(format!("{api}/api/deploy"))
                 .query(&query)
-                .body(module)
+                .body(body)
                 .send()
                 .await
                 .map_err(unreachable)?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             let v: Value = json_or_error(resp).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -506,4 +510,34 @@ async fn json_or_error(resp: reqwest::Response) -> anyhow::Result<Value> {
         );
     }
     serde_json::from_slice(&bytes).context("the daemon answered with invalid JSON")
+}
+
+/// The module as a request body. On a terminal, a progress bar follows the
+/// upload (and then spins while the network validates and places it);
+/// otherwise the bytes go in one piece and nothing is drawn.
+fn upload_body(module: Vec<u8>) -> (reqwest::Body, Option<indicatif::ProgressBar>) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return (reqwest::Body::from(module), None);
+    }
+    let bar = indicatif::ProgressBar::new(module.len() as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("uploading");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        module.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let b = bar.clone();
+    let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
+        if let Ok(chunk) = &c {
+            b.inc(chunk.len() as u64);
+            if b.position() >= b.length().unwrap_or(0) {
+                b.set_message("validating and placing");
+            }
+        }
+        c
+    }));
+    (reqwest::Body::wrap_stream(stream), Some(bar))
 }

@@ -273,7 +273,8 @@ pub fn connections_by_path(e: &mut Exposition, tunnel: usize, direct: usize) {
 }
 
 /// The DHT families: `orb_dht_lookups_total`, `orb_dht_lookups_ok_total`,
-/// `orb_dht_routing_table_peers`, `orb_dht_records`.
+/// `orb_dht_routing_table_peers`, `orb_dht_records` and the refusal and
+/// failure counters.
 pub fn dht(e: &mut Exposition, st: &orb_overlay::OverlayStats) {
     e.sample(
         "orb_dht_lookups_total",
@@ -298,6 +299,24 @@ pub fn dht(e: &mut Exposition, st: &orb_overlay::OverlayStats) {
         "gauge",
         "DHT records stored on this node.",
         st.records as f64,
+    );
+    e.sample(
+        "orb_dht_stores_refused_total",
+        "counter",
+        "DHT STOREs refused (bad signature, expired, too large, name owned by another key, store full).",
+        st.core.stores_refused as f64,
+    );
+    e.sample(
+        "orb_dht_rpcs_failed_total",
+        "counter",
+        "DHT RPCs that timed out or failed (dead or made-up peers).",
+        st.core.rpcs_failed as f64,
+    );
+    e.sample(
+        "orb_dht_lookups_timed_out_total",
+        "counter",
+        "DHT lookups that hit their overall deadline and returned partial results.",
+        st.core.lookups_timed_out as f64,
     );
 }
 
