@@ -530,14 +530,13 @@ fn upload_body(module: Vec<u8>) -> (reqwest::Body, Option<indicatif::ProgressBar
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         module.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let b = bar.clone();
-    let stream = futures_util::stream::iter(chunks.into_iter().map(move |c| {
-        if let Ok(chunk) = &c {
+    let stream = futures_util::stream::iter(chunks.into_iter().inspect(move |c| {
+        if let Ok(chunk) = c {
             b.inc(chunk.len() as u64);
             if b.position() >= b.length().unwrap_or(0) {
                 b.set_message("validating and placing");
             }
         }
-        c
     }));
     (reqwest::Body::wrap_stream(stream), Some(bar))
 }
