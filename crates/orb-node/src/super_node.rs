@@ -809,6 +809,25 @@ async fn deploy(
     })
 }
 
+/// Reorder `ranked` (best first) so that each pick comes from a network
+/// (public IP) not in `used` while there is one; otherwise keep the rank.
+fn spread_by_network<T>(
+    mut ranked: Vec<(T, std::net::IpAddr)>,
+    used: &mut HashSet<std::net::IpAddr>,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(ranked.len());
+    while !ranked.is_empty() {
+        let i = ranked
+            .iter()
+            .position(|(_, ip)| !used.contains(ip))
+            .unwrap_or(0);
+        let (item, ip) = ranked.remove(i);
+        used.insert(ip);
+        out.push(item);
+    }
+    out
+}
+
 /// Place `f` on clients until it has `replicas` live holders. Returns the
 /// nodes that hold it afterwards.
 async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
@@ -819,7 +838,7 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
             .filter(|(_, c)| c.hosted.contains(&f.hash))
             .map(|(id, _)| *id)
             .collect();
-        let mut candidates: Vec<(usize, u32, OrbId, Connection)> = clients
+        let mut ranked: Vec<(usize, u32, OrbId, Connection, std::net::IpAddr)> = clients
             .iter()
             .filter(|(_, c)| c.capacity > 0 && !c.hosted.contains(&f.hash))
             .map(|(id, c)| {
@@ -828,11 +847,27 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
                     c.in_flight.load(Ordering::Relaxed),
                     *id,
                     c.conn.clone(),
+                    c.observed.ip(),
                 )
             })
             .collect();
         // Fewest hosted replicas first, then least busy: spreads functions.
-        candidates.sort_by_key(|(n, busy, id, _)| (*n, *busy, *id));
+        ranked.sort_by_key(|(n, busy, id, _, _)| (*n, *busy, *id));
+        // Then spread over networks: a candidate seen from a public address
+        // no holder (or earlier pick) has goes first, so one site's outage
+        // does not take every replica.
+        let mut used: HashSet<std::net::IpAddr> = clients
+            .iter()
+            .filter(|(_, c)| c.hosted.contains(&f.hash))
+            .map(|(_, c)| c.observed.ip())
+            .collect();
+        let candidates = spread_by_network(
+            ranked
+                .into_iter()
+                .map(|(n, busy, id, conn, ip)| ((n, busy, id, conn), ip))
+                .collect(),
+            &mut used,
+        );
         (holders, candidates)
     };
     let want = wanted(shared, f) as usize;
@@ -1742,4 +1777,26 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         e.finish(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_spreads_over_networks_before_reusing_one() {
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let b: std::net::IpAddr = [10, 0, 0, 2].into();
+        let c: std::net::IpAddr = [10, 0, 0, 3].into();
+        // Ranked best first: two on network a, then b, then c.
+        let ranked = vec![(1, a), (2, a), (3, b), (4, c)];
+        let mut used = HashSet::new();
+        assert_eq!(
+            spread_by_network(ranked.clone(), &mut used),
+            vec![1, 3, 4, 2]
+        );
+        // A holder already on b: b's candidate waits its turn.
+        let mut used = HashSet::from([b]);
+        assert_eq!(spread_by_network(ranked, &mut used), vec![1, 4, 2, 3]);
+    }
 }
