@@ -37,7 +37,7 @@ use crate::dht;
 use crate::error::NodeError;
 use crate::http_util::{self, FunctionJson};
 use crate::metrics::{Counter, Exposition, Histogram};
-use crate::util::{blocking, check_name, now_ms, request_id};
+use crate::util::{blocking, check_name, lock, now_ms, read_lock, request_id, write_lock};
 
 /// First redial delay after a link drops.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -67,17 +67,7 @@ pub struct ClientHandle {
 impl ClientHandle {
     /// Stop serving, close links, and wait for the tasks to end.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        self.endpoint.close();
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                next = self.tasks.join_next() => if next.is_none() { break },
-                _ = &mut deadline => { self.tasks.abort_all(); break }
-            }
-        }
-        self.endpoint.wait_idle().await;
+        crate::util::stop_node(&self.shutdown, &mut self.tasks, &self.endpoint).await;
     }
 }
 
@@ -211,12 +201,8 @@ impl ClientNode {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn hosted_list(shared: &Shared) -> Vec<HostedReplica> {
-    let hosted = shared.hosted.read().unwrap_or_else(|p| p.into_inner());
+    let hosted = read_lock(&shared.hosted);
     hosted
         .values()
         .map(|h| HostedReplica {
@@ -647,11 +633,7 @@ async fn place(
     })
     .await
     .map_err(|e| e.to_wire())??;
-    shared
-        .hosted
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(name.clone(), record);
+    write_lock(&shared.hosted).insert(name.clone(), record);
     info!(function = %name, hash = %hash.short(), "hosting replica");
     let s = shared.clone();
     tokio::spawn(async move { publish_provider(&s, hash).await });
@@ -662,7 +644,7 @@ async fn place(
 /// in the store, so a later placement needs no fetch.
 async fn unplace(shared: &Arc<Shared>, name: &str, hash: ContentHash) {
     let removed = {
-        let mut hosted = shared.hosted.write().unwrap_or_else(|p| p.into_inner());
+        let mut hosted = write_lock(&shared.hosted);
         match hosted.get(name) {
             Some(h) if h.hash == hash => hosted.remove(name).is_some(),
             _ => false,
@@ -748,13 +730,7 @@ async fn refresh_records(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool
         if home_supers(&shared).is_empty() {
             continue;
         }
-        let hosted: Vec<ContentHash> = shared
-            .hosted
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|h| h.hash)
-            .collect();
+        let hosted: Vec<ContentHash> = read_lock(&shared.hosted).values().map(|h| h.hash).collect();
         let mut all_ok = true;
         for hash in hosted {
             all_ok &= publish_provider(&shared, hash).await;

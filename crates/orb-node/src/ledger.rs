@@ -16,7 +16,7 @@ use orb_proto::{ContentHash, OrbId};
 use orb_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::util::now_ms;
+use crate::util::{lock, now_ms};
 
 /// Store namespace of the balances.
 const NAMESPACE: &str = "ledger";
@@ -122,7 +122,7 @@ impl Ledger {
         }
         let id = rc.id()?;
         {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = lock(&self.seen);
             if !seen.0.insert(id) {
                 return Err(LedgerError::Replay);
             }
@@ -134,7 +134,7 @@ impl Ledger {
             }
         }
         let credits = CREDITS_PER_CALL + rc.fuel_used / FUEL_PER_CREDIT;
-        let mut balances = self.balances.lock().unwrap_or_else(|p| p.into_inner());
+        let mut balances = lock(&self.balances);
         let caller = balances.entry(rc.caller).or_default();
         caller.spent += credits;
         caller.calls_made += 1;
@@ -148,25 +148,14 @@ impl Ledger {
 
     /// All balances.
     pub fn balances(&self) -> Vec<(OrbId, Balance)> {
-        let mut v: Vec<_> = self
-            .balances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (*k, *v))
-            .collect();
+        let mut v: Vec<_> = lock(&self.balances).iter().map(|(k, v)| (*k, *v)).collect();
         v.sort_by_key(|(k, _)| *k);
         v
     }
 
     /// One node's balance.
     pub fn balance(&self, id: &OrbId) -> Balance {
-        self.balances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .copied()
-            .unwrap_or_default()
+        lock(&self.balances).get(id).copied().unwrap_or_default()
     }
 
     /// Write the balances to the store if they changed (blocking).

@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::util::{read_lock, write_lock};
+
 /// A monotonically increasing counter.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -157,10 +159,10 @@ impl Drop for CallGuard {
 
 impl FunctionStats {
     fn counters(&self, name: &str) -> std::sync::Arc<FunctionCounters> {
-        if let Some(c) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(c) = read_lock(&self.map).get(name) {
             return c.clone();
         }
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = write_lock(&self.map);
         let key = if map.len() >= MAX_TRACKED_FUNCTIONS && !map.contains_key(name) {
             "_other"
         } else {
@@ -183,9 +185,7 @@ impl FunctionStats {
 
     /// A snapshot of one function's counters (zeros if it was never called).
     pub fn get(&self, name: &str) -> FunctionStatsJson {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        read_lock(&self.map)
             .get(name)
             .map(|c| snapshot(c))
             .unwrap_or_default()
@@ -193,7 +193,7 @@ impl FunctionStats {
 
     /// Every tracked function, sorted by name.
     pub fn all(&self) -> Vec<(String, FunctionStatsJson)> {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let map = read_lock(&self.map);
         let mut v: Vec<_> = map.iter().map(|(k, c)| (k.clone(), snapshot(c))).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -203,7 +203,7 @@ impl FunctionStats {
     /// `orb_function_calls_in_flight` and `orb_function_call_duration_seconds`
     /// labelled by function.
     pub fn render(&self, e: &mut Exposition) {
-        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let map = read_lock(&self.map);
         let mut names: Vec<&String> = map.keys().collect();
         names.sort();
         let calls: Vec<(&str, &str, f64)> = names

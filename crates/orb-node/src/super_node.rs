@@ -38,14 +38,14 @@ use crate::error::NodeError;
 use crate::http_util;
 use crate::ledger::{Expected, Ledger};
 use crate::metrics::{Counter, Exposition, Histogram};
-use crate::util::{blocking, check_name, now_ms, request_id};
+use crate::util::{
+    blocking, check_name, lock, max_call_output, now_ms, read_lock, request_id, write_lock,
+};
 
 /// How long a new connection may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long placing a replica (fetch + compile) may take.
 const PLACE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Slack on top of the output cap for the response frame.
-const OUTPUT_SLACK: usize = 64 * 1024;
 /// Header a super adds when it forwards a call to another super, so the
 /// receiver never forwards it again (no loops, at most one extra hop).
 const FORWARDED: &str = "x-orb-forwarded-by";
@@ -64,10 +64,7 @@ const MAX_STORE_LIMITERS: usize = 4096;
 /// publisher on top of this).
 fn store_allowed(shared: &Shared, peer: OrbId) -> bool {
     let now = Instant::now();
-    let mut limiters = shared
-        .store_limiters
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let mut limiters = lock(&shared.store_limiters);
     if !limiters.contains_key(&peer) && limiters.len() >= MAX_STORE_LIMITERS {
         // Start over rather than grow: a flood from thousands of IDs
         // meets full buckets again, which is still bounded.
@@ -103,17 +100,7 @@ pub struct SuperHandle {
 impl SuperHandle {
     /// Stop accepting, close connections, and wait for the tasks to end.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        self.endpoint.close();
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                next = self.tasks.join_next() => if next.is_none() { break },
-                _ = &mut deadline => { self.tasks.abort_all(); break }
-            }
-        }
-        self.endpoint.wait_idle().await;
+        crate::util::stop_node(&self.shutdown, &mut self.tasks, &self.endpoint).await;
     }
 }
 
@@ -240,12 +227,8 @@ impl Drop for DecrementOnDrop {
     }
 }
 
-fn lock_scale(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<String, ScaleState>> {
-    shared.scale.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn scale_counters(shared: &Shared, name: &str) -> Arc<ScaleCounters> {
-    let mut scale = lock_scale(shared);
+    let mut scale = lock(&shared.scale);
     if !scale.contains_key(name) && scale.len() >= MAX_SCALED_FUNCTIONS {
         // Bounded: forget the state of a function this super does not own.
         let owned = read_lock(&shared.functions);
@@ -262,7 +245,7 @@ fn scale_counters(shared: &Shared, name: &str) -> Arc<ScaleCounters> {
 
 /// Replicas `f` should have now.
 fn wanted(shared: &Shared, f: &FunctionRecord) -> u32 {
-    let desired = lock_scale(shared).get(&f.name).map_or(0, |s| s.desired);
+    let desired = lock(&shared.scale).get(&f.name).map_or(0, |s| s.desired);
     desired.clamp(
         f.settings.replicas,
         f.settings.max_replicas.max(f.settings.replicas),
@@ -271,7 +254,7 @@ fn wanted(shared: &Shared, f: &FunctionRecord) -> u32 {
 
 /// Stop routing to a replica whose connection is gone.
 fn forget_replica(shared: &Shared, conn: &Connection, hash: &ContentHash) {
-    let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    let mut clients = lock(&shared.clients);
     if let Some(entry) = clients.get_mut(&conn.peer_id())
         && entry.conn.is_closed()
     {
@@ -295,7 +278,7 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         for f in functions {
             let max = f.settings.max_replicas.max(f.settings.replicas);
             let holders: Vec<(OrbId, u64)> = {
-                let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                let clients = lock(&shared.clients);
                 clients
                     .iter()
                     .filter(|(_, c)| c.hosted.contains(&f.hash))
@@ -304,7 +287,7 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             };
             let mut action: Option<(u32, Option<OrbId>)> = None;
             {
-                let mut scale = lock_scale(&shared);
+                let mut scale = lock(&shared.scale);
                 let st = scale
                     .entry(f.name.clone())
                     .or_insert_with(|| ScaleState::new(f.settings.replicas));
@@ -376,7 +359,7 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 /// Ask `node` to stop hosting `f`, and stop routing to it.
 async fn unplace(shared: &Arc<Shared>, f: &FunctionRecord, node: OrbId) {
     let conn = {
-        let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clients = lock(&shared.clients);
         clients.get_mut(&node).map(|c| {
             c.hosted.remove(&f.hash);
             c.conn.clone()
@@ -562,7 +545,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     serve_requests(&shared, &conn, from).await;
     if hello.role == Role::Client {
         let removed = {
-            let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+            let mut clients = lock(&shared.clients);
             // Only remove our own entry: the client may already have reconnected.
             if clients
                 .get(&peer)
@@ -595,7 +578,7 @@ fn register_client(shared: &Shared, conn: &Connection, hello: &Hello, generation
     };
     info!(client = %conn.peer_id().short(), addr = %conn.remote_addr(), capacity = hello.capacity,
           hosted = hello.hosted.len(), "client registered");
-    let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    let mut clients = lock(&shared.clients);
     if let Some(old) = clients.insert(conn.peer_id(), entry) {
         // A reconnect replaces the old tunnel; close it so its calls fail fast.
         old.conn.close("replaced by a newer connection");
@@ -832,7 +815,7 @@ fn spread_by_network<T>(
 /// nodes that hold it afterwards.
 async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
     let (mut holders, candidates) = {
-        let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let clients = lock(&shared.clients);
         let holders: Vec<OrbId> = clients
             .iter()
             .filter(|(_, c)| c.hosted.contains(&f.hash))
@@ -881,7 +864,7 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
         };
         match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
             Ok(Ok((Response::Placed, _))) => {
-                let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                let mut clients = lock(&shared.clients);
                 if let Some(c) = clients.get_mut(&id) {
                     c.hosted.insert(f.hash);
                 }
@@ -920,7 +903,7 @@ async fn rebalance(shared: &Arc<Shared>) {
     let functions: Vec<FunctionRecord> = read_lock(&shared.functions).values().cloned().collect();
     for f in functions {
         let live = {
-            let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+            let clients = lock(&shared.clients);
             clients
                 .values()
                 .filter(|c| c.hosted.contains(&f.hash))
@@ -1042,12 +1025,7 @@ async fn forward_to_providers(
         name: f.name.clone(),
         meta,
     };
-    let max_out = f
-        .settings
-        .limits
-        .max_output
-        .map_or(orb_proto::limits::DEFAULT_MAX_OUTPUT, |v| v as usize)
-        + OUTPUT_SLACK;
+    let max_out = max_call_output(&f.settings);
     let mut busy = 0usize;
     let mut last_error = None;
     for sup in &supers {
@@ -1078,7 +1056,7 @@ async fn forward_to_providers(
                 ))
             }
             Ok(Err(e)) => {
-                lock_peers(shared).remove(&sup.id);
+                lock(&shared.peer_conns).remove(&sup.id);
                 last_error = Some(WireError::new(
                     ErrorKind::Unavailable,
                     format!("super {} unreachable: {e}", sup.id.short()),
@@ -1106,17 +1084,16 @@ async fn forward_to_providers(
     }))
 }
 
-fn lock_peers(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<OrbId, Connection>> {
-    shared.peer_conns.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A connection to another super, reused across calls.
 async fn peer_conn(shared: &Arc<Shared>, peer: PeerAddr) -> Result<Connection, NodeError> {
-    if let Some(c) = lock_peers(shared).get(&peer.id).filter(|c| !c.is_closed()) {
+    if let Some(c) = lock(&shared.peer_conns)
+        .get(&peer.id)
+        .filter(|c| !c.is_closed())
+    {
         return Ok(c.clone());
     }
     let conn = shared.endpoint.connect(peer).await?;
-    let mut peers = lock_peers(shared);
+    let mut peers = lock(&shared.peer_conns);
     peers.retain(|_, c| !c.is_closed());
     if peers.len() >= MAX_PEER_CONNS
         && let Some(k) = peers.keys().next().copied()
@@ -1138,7 +1115,7 @@ async fn run_on_own_replicas(
 ) -> Result<(OrbId, RunOutcome, Bytes), WireError> {
     let name = f.name.as_str();
     let mut candidates: Vec<ClientEntry> = {
-        let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let clients = lock(&shared.clients);
         clients
             .values()
             .filter(|c| c.hosted.contains(&f.hash))
@@ -1167,12 +1144,7 @@ async fn run_on_own_replicas(
         meta,
         caller,
     };
-    let max_out = f
-        .settings
-        .limits
-        .max_output
-        .map_or(orb_proto::limits::DEFAULT_MAX_OUTPUT, |v| v as usize)
-        + OUTPUT_SLACK;
+    let max_out = max_call_output(&f.settings);
     let sc = scale_counters(shared, name);
     sc.calls.fetch_add(1, Ordering::Relaxed);
     sc.last_call_ms.store(now_ms(), Ordering::Relaxed);
@@ -1225,7 +1197,7 @@ async fn run_on_own_replicas(
             Ok((Response::Error(e), _)) if e.kind == ErrorKind::Busy => busy += 1,
             Ok((Response::Error(e), _)) if e.kind == ErrorKind::NotFound => {
                 // The replica lost the module (wiped data dir): stop routing there.
-                let mut clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                let mut clients = lock(&shared.clients);
                 if let Some(entry) = clients.get_mut(&c.conn.peer_id()) {
                     entry.hosted.remove(&f.hash);
                 }
@@ -1281,7 +1253,7 @@ async fn run_on_own_replicas(
 }
 
 fn function_infos(shared: &Shared) -> Vec<FunctionInfo> {
-    let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    let clients = lock(&shared.clients);
     let mut list: Vec<FunctionInfo> = read_lock(&shared.functions)
         .values()
         .map(|f| {
@@ -1303,14 +1275,6 @@ fn function_infos(shared: &Shared) -> Vec<FunctionInfo> {
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     list
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -1384,15 +1348,8 @@ struct StatusJson {
 }
 
 async fn http_status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
-    let clients = shared
-        .clients
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .len();
-    let http = shared
-        .http_addr
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let clients = lock(&shared.clients).len();
+    let http = lock(&shared.http_addr)
         .map(|a| a.to_string())
         .unwrap_or_default();
     Json(StatusJson {
@@ -1441,7 +1398,7 @@ async fn http_function(
             // The detail view: replicas as objects, and the scaling history.
             let mut v = serde_json::to_value(with_stats(&shared, f)).unwrap_or_default();
             let replicas: Vec<serde_json::Value> = {
-                let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+                let clients = lock(&shared.clients);
                 let mut r: Vec<serde_json::Value> = clients
                     .iter()
                     .filter(|(_, c)| c.hosted.contains(&f.hash))
@@ -1458,7 +1415,7 @@ async fn http_function(
                 r.sort_by_key(|x| x["node"].as_str().unwrap_or_default().to_string());
                 r
             };
-            let (desired, decisions) = lock_scale(&shared)
+            let (desired, decisions) = lock(&shared.scale)
                 .get(&name)
                 .map(|s| {
                     (
@@ -1502,7 +1459,7 @@ struct NodeJson {
 }
 
 async fn http_nodes(State(shared): State<Arc<Shared>>) -> Json<Vec<NodeJson>> {
-    let clients = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+    let clients = lock(&shared.clients);
     let mut nodes: Vec<NodeJson> = clients
         .iter()
         .map(|(id, c)| NodeJson {
@@ -1735,7 +1692,7 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         st.receipts_refused.get() as f64,
     );
     let (clients, in_flight) = {
-        let c = shared.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let c = lock(&shared.clients);
         (
             c.len(),
             c.values()
@@ -1761,7 +1718,7 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Functions known to this super.",
         read_lock(&shared.functions).len() as f64,
     );
-    let supers = lock_peers(&shared)
+    let supers = lock(&shared.peer_conns)
         .values()
         .filter(|c| !c.is_closed())
         .count();

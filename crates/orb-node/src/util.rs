@@ -1,6 +1,11 @@
 //! Small helpers shared by both roles.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use orb_transport::Endpoint;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use orb_proto::wire::{ErrorKind, WireError};
 
@@ -56,6 +61,58 @@ pub(crate) fn check_name(name: &str) -> Result<(), WireError> {
             ),
         ))
     }
+}
+
+/// Lock a mutex. A panic elsewhere while holding it leaves plain data
+/// behind (tables, counters), still usable, so poisoning is ignored rather
+/// than spreading the panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read-lock, ignoring poisoning (see [`lock`]).
+pub(crate) fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write-lock, ignoring poisoning (see [`lock`]).
+pub(crate) fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Graceful stop shared by both roles: signal the tasks, close the QUIC
+/// endpoint, give the tasks 5 s to finish (then abort them), and wait until
+/// peers were told the connections closed.
+pub(crate) async fn stop_node(
+    shutdown: &watch::Sender<bool>,
+    tasks: &mut JoinSet<()>,
+    endpoint: &Endpoint,
+) {
+    let _ = shutdown.send(true);
+    endpoint.close();
+    let deadline = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut deadline => { tasks.abort_all(); break }
+        }
+    }
+    endpoint.wait_idle().await;
+}
+
+/// Largest response body to accept for a call of a function with these
+/// settings: its output cap plus room for the response frame.
+pub(crate) fn max_call_output(settings: &orb_proto::wire::FunctionSettings) -> usize {
+    /// Slack on top of the output cap for the response frame.
+    const OUTPUT_SLACK: usize = 64 * 1024;
+    settings
+        .limits
+        .max_output
+        .map_or(orb_proto::limits::DEFAULT_MAX_OUTPUT, |v| {
+            usize::try_from(v).unwrap_or(usize::MAX)
+        })
+        .saturating_add(OUTPUT_SLACK)
 }
 
 #[cfg(test)]
