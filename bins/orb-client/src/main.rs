@@ -43,6 +43,10 @@ enum Command {
         /// Replicas to keep.
         #[arg(long, default_value_t = 2)]
         replicas: u32,
+        /// Host the first replica on this machine (the daemon must have
+        /// capacity); the others go wherever placement puts them.
+        #[arg(long)]
+        here: bool,
         /// Replicas allowed under load [default: --replicas].
         #[arg(long)]
         max_replicas: Option<u32>,
@@ -80,7 +84,8 @@ enum Command {
         #[arg(long)]
         input: Option<String>,
         /// Print JSON instead of the raw output: {"ok", "status", "node",
-        /// "request_id", "fuel", "output"} (output as UTF-8 text, lossy).
+        /// "path", "request_id", "fuel", "output"} (output as UTF-8 text,
+        /// lossy; path is direct-lan, direct, relayed or super).
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +97,22 @@ enum Command {
     },
     /// List the functions deployed in the network.
     Functions {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to another node over the best path there is (same LAN,
+    /// then a hole punch through the NATs, then a relay through a super)
+    /// and measure the round trip. Prints `path=... rtt_ms=...`.
+    Ping {
+        /// The other node's Orb ID.
+        id: String,
+        /// Print JSON: {"peer", "path", "rtt_ms", "first_byte_ms"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List this daemon's node-to-node connections and their paths.
+    Peers {
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -142,6 +163,11 @@ struct DaemonArgs {
     /// Calls this machine runs at once at most (0: host nothing).
     #[arg(long, default_value_t = 4)]
     capacity: usize,
+    /// `auto`: when this machine turns out to be publicly reachable with no
+    /// NAT, also run the super role (DHT server, relay, gateway) so others
+    /// can bootstrap from it. `off`: never.
+    #[arg(long, value_parser = ["auto", "off"], default_value = "off")]
+    promote: String,
 }
 
 fn main() -> ExitCode {
@@ -224,6 +250,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
             file,
             name,
             replicas,
+            here,
             max_replicas,
             args,
             envs,
@@ -245,6 +272,9 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                 vec![("name", name), ("replicas", replicas.to_string())];
             if let Some(m) = max_replicas {
                 query.push(("max_replicas", m.to_string()));
+            }
+            if here {
+                query.push(("here", "1".to_string()));
             }
             query.extend(args.into_iter().map(|a| ("arg", a)));
             query.extend(envs.into_iter().map(|e| ("env", e)));
@@ -324,12 +354,14 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
                     .map(str::to_string)
             };
             let (request_id, fuel) = (header("x-orb-request-id"), header("x-orb-fuel"));
+            let path = header("x-orb-path");
             let bytes = resp.bytes().await.context("reading the answer")?;
             if json {
                 let v = serde_json::json!({
                     "ok": status.is_success(),
                     "status": status.as_u16(),
                     "node": node,
+                    "path": path,
                     "request_id": request_id,
                     "fuel": fuel.and_then(|f| f.parse::<u64>().ok()),
                     "output": String::from_utf8_lossy(&bytes),
@@ -402,6 +434,44 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Ping { id, json } => {
+            let resp = client()?
+                .post(format!("{api}/api/ping/{id}"))
+                .send()
+                .await
+                .map_err(unreachable)?;
+            let v: Value = json_or_error(resp).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "path={} rtt_ms={:.2} first_byte_ms={:.1} peer={}",
+                    s(&v["path"]),
+                    v["rtt_ms"].as_f64().unwrap_or(0.0),
+                    v["first_byte_ms"].as_f64().unwrap_or(0.0),
+                    s(&v["peer"])
+                );
+            }
+            Ok(())
+        }
+        Command::Peers { json } => {
+            let v = get_json(&format!("{api}/api/peers")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("{:<54} {:<11} {:<22} RTT_MS", "ID", "PATH", "ADDRESS");
+            for n in v.as_array().into_iter().flatten() {
+                println!(
+                    "{:<54} {:<11} {:<22} {:.2}",
+                    s(&n["id"]),
+                    s(&n["path"]),
+                    s(&n["addr"]),
+                    n["rtt_ms"].as_f64().unwrap_or(0.0)
+                );
+            }
+            Ok(())
+        }
         Command::Nodes { json } => {
             let v = get_json(&format!("{api}/api/nodes")).await?;
             if json {
@@ -462,6 +532,7 @@ async fn daemon(
         .capacity
         .filter(|_| !given(m, "capacity"))
         .unwrap_or(args.capacity);
+    config.promote = args.promote == "auto";
     let node = ClientNode::start(config).await.with_context(|| {
         format!(
             "starting the client daemon (data dir {})",

@@ -62,11 +62,15 @@ pub struct ClientHandle {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     endpoint: Endpoint,
+    promoted: Arc<tokio::sync::Mutex<Option<crate::super_node::SuperHandle>>>,
 }
 
 impl ClientHandle {
     /// Stop serving, close links, and wait for the tasks to end.
     pub async fn shutdown(mut self) {
+        if let Some(promoted) = self.promoted.lock().await.take() {
+            promoted.shutdown().await;
+        }
         crate::util::stop_node(&self.shutdown, &mut self.tasks, &self.endpoint).await;
     }
 }
@@ -96,6 +100,23 @@ struct Shared {
     /// A DHT client: resolves names and publishes this node's records, but
     /// never sits in anyone's routing table.
     overlay: Overlay,
+    /// Node-to-node paths (LAN, punched, relayed).
+    paths: Arc<crate::paths::Paths>,
+    /// What address discovery found out.
+    nat: Mutex<NatState>,
+    /// The super role this node runs after promotion.
+    promoted: Arc<tokio::sync::Mutex<Option<crate::super_node::SuperHandle>>>,
+}
+
+/// Results of address discovery and the dial-back check.
+#[derive(Clone, Debug)]
+struct NatState {
+    mapping: orb_nat::NatMapping,
+    /// `Some(true)`: a super's dial-back from another socket got in.
+    reachable: Option<bool>,
+    /// This node's own address on its LAN (the listen address, or the
+    /// interface address used to reach a super when listening on 0.0.0.0).
+    local: Option<SocketAddr>,
 }
 
 impl ClientNode {
@@ -162,7 +183,20 @@ impl ClientNode {
             orb_overlay::Role::Client,
             OverlayConfig::default(),
         );
+        let (serve_tx, serve_rx) = tokio::sync::mpsc::channel(64);
+        let paths = Arc::new(crate::paths::Paths::new(
+            endpoint.clone(),
+            keypair.clone(),
+            serve_tx,
+        ));
         let shared = Arc::new(Shared {
+            paths,
+            nat: Mutex::new(NatState {
+                mapping: orb_nat::NatMapping::Unknown,
+                reachable: None,
+                local: (!quic_addr.ip().is_unspecified()).then_some(quic_addr),
+            }),
+            promoted: Arc::new(tokio::sync::Mutex::new(None)),
             id: keypair.id(),
             keypair: keypair.clone(),
             stats: ClientStats::default(),
@@ -188,6 +222,8 @@ impl ClientNode {
             shutdown_rx.clone(),
         ));
         tasks.spawn(refresh_records(shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(serve_peers(shared.clone(), serve_rx, shutdown_rx.clone()));
+        tasks.spawn(discovery(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(serve_api(shared.clone(), listener, shutdown_rx));
         info!(id = %shared.id, api = %api_addr, quic = %quic_addr, "client daemon started");
         Ok(ClientHandle {
@@ -197,6 +233,7 @@ impl ClientNode {
             shutdown,
             tasks,
             endpoint,
+            promoted: shared.promoted.clone(),
         })
     }
 }
@@ -309,10 +346,48 @@ async fn connect_super(
     }
 }
 
+/// Whether `id` is one of this node's home supers.
+fn is_home_super(shared: &Shared, id: &OrbId) -> bool {
+    lock(&shared.supers).contains_key(id)
+}
+
+/// Serve the requests of peer connections (dialed or accepted) until they
+/// close; bounded by the peer table's size.
+async fn serve_peers(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::mpsc::Receiver<Connection>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            conn = rx.recv() => match conn {
+                Some(conn) => { conns.spawn(serve_super(shared.clone(), conn)); }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
 /// Serve requests the super sends down the link until it closes. Returns why.
 async fn serve_super(shared: Arc<Shared>, conn: Connection) -> String {
     loop {
         match conn.accept_request().await {
+            Ok(incoming) if matches!(incoming.request(), Request::RelayIncoming { .. }) => {
+                // Only a home super may open circuits to us; the TLS inside
+                // the circuit then proves who is at the other end.
+                if is_home_super(&shared, &conn.peer_id()) {
+                    match incoming.accept_tunnel().await {
+                        Ok(tunnel) => shared.paths.accept_relayed(tunnel),
+                        Err(e) => debug!(error = %e, "relay circuit failed to open"),
+                    }
+                } else {
+                    debug!(peer = %conn.peer_id().short(), "relay circuit from a non-home node refused");
+                }
+            }
             Ok(incoming) => {
                 let s = shared.clone();
                 let c = conn.clone();
@@ -323,14 +398,17 @@ async fn serve_super(shared: Arc<Shared>, conn: Connection) -> String {
     }
 }
 
-/// Direct dials to this client (node-to-node paths come with the NAT work);
-/// served the same way as requests from a super.
+/// Direct dials to this client: other nodes' node-to-node paths (served
+/// like any link) and supers' dial-back checks.
 async fn accept_loop(shared: Arc<Shared>, endpoint: Endpoint, mut shutdown: watch::Receiver<bool>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             conn = endpoint.accept() => match conn {
-                Some(conn) => { conns.spawn(serve_super(shared.clone(), conn)); }
+                Some(conn) if is_home_super(&shared, &conn.peer_id()) => {
+                    conns.spawn(serve_super(shared.clone(), conn));
+                }
+                Some(conn) => shared.paths.accepted(conn),
                 None => break,
             },
             _ = shutdown.changed() => break,
@@ -351,13 +429,53 @@ async fn handle_request(shared: Arc<Shared>, conn: Connection, incoming: Incomin
             Bytes::new(),
         ),
         Request::Ping { nonce } => (Response::Pong { nonce }, Bytes::new()),
+        Request::PunchNow {
+            from,
+            addrs,
+            rtt_ms,
+        } => {
+            // Punch orders come from home supers only, and at a bounded
+            // rate: anything else is ignored (answered, never dialed).
+            if !is_home_super(&shared, &conn.peer_id()) || !shared.paths.punch_now_allowed() {
+                debug!(peer = %conn.peer_id().short(), "punch request ignored");
+                (
+                    Response::Error(WireError::new(
+                        ErrorKind::Forbidden,
+                        "punch request ignored",
+                    )),
+                    Bytes::new(),
+                )
+            } else {
+                let mut addrs = addrs;
+                addrs.truncate(8);
+                shared
+                    .paths
+                    .punch_back(from, addrs, Duration::from_millis(u64::from(rtt_ms)));
+                (
+                    Response::PunchAddrs {
+                        addrs: my_addrs(&shared).all(),
+                        rtt_ms,
+                    },
+                    Bytes::new(),
+                )
+            }
+        }
         Request::Run {
             name,
             hash,
             settings,
             meta,
             caller,
-        } => run_call(&shared, name, hash, settings, meta, caller, body).await,
+        } => {
+            // A node calling directly must name itself as the caller: the
+            // receipt (and the ledger) then charge the right node.
+            let caller = if is_home_super(&shared, &conn.peer_id()) {
+                caller
+            } else {
+                conn.peer_id()
+            };
+            run_call(&shared, name, hash, settings, meta, caller, body).await
+        }
         Request::Unplace { name, hash } => {
             unplace(&shared, &name, hash).await;
             (Response::Placed, Bytes::new())
@@ -382,29 +500,13 @@ async fn handle_request(shared: Arc<Shared>, conn: Connection, incoming: Incomin
         other => (
             Response::Error(WireError::new(
                 ErrorKind::BadRequest,
-                format!("a client does not serve {}", request_kind(&other)),
+                format!("a client does not serve {}", other.kind()),
             )),
             Bytes::new(),
         ),
     };
     if let Err(e) = responder.respond(&resp, &out).await {
         debug!(error = %e, "could not send response");
-    }
-}
-
-fn request_kind(r: &Request) -> &'static str {
-    match r {
-        Request::Hello(_) => "Hello",
-        Request::Ping { .. } => "Ping",
-        Request::Deploy { .. } => "Deploy",
-        Request::Invoke { .. } => "Invoke",
-        Request::Run { .. } => "Run",
-        Request::Place { .. } => "Place",
-        Request::FetchModule { .. } => "FetchModule",
-        Request::ListFunctions => "ListFunctions",
-        Request::Dht(_) => "Dht",
-        Request::Unplace { .. } => "Unplace",
-        Request::Balance => "Balance",
     }
 }
 
@@ -759,6 +861,208 @@ async fn refresh_records(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool
     }
 }
 
+/// This node's addresses: as its supers observe them, and its own.
+fn my_addrs(shared: &Shared) -> orb_nat::NodeAddrs {
+    let mut observed: Vec<SocketAddr> = lock(&shared.supers)
+        .values()
+        .filter(|l| l.conn.as_ref().is_some_and(|c| !c.is_closed()))
+        .filter_map(|l| l.observed)
+        .collect();
+    observed.sort();
+    observed.dedup();
+    let local = lock(&shared.nat).local.into_iter().collect();
+    orb_nat::NodeAddrs { observed, local }
+}
+
+/// Live links to home supers.
+fn home_links(shared: &Shared) -> Vec<Connection> {
+    lock(&shared.supers)
+        .values()
+        .filter_map(|l| l.conn.clone())
+        .filter(|c| !c.is_closed())
+        .collect()
+}
+
+/// The interface address this host uses to reach `to` (no packet is sent:
+/// connecting a UDP socket only picks a route).
+fn route_addr(to: SocketAddr) -> Option<std::net::IpAddr> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(to).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
+}
+
+/// How often discovery runs once it has published a record.
+const DISCOVERY_EVERY: Duration = Duration::from_secs(60);
+
+/// Address discovery: classify the NAT from what the supers observed, ask
+/// one for a dial-back, publish the node record, and start the super role
+/// when promotion is on and the node is public.
+async fn discovery(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut published: Option<(String, Vec<SocketAddr>, Vec<PeerAddr>)> = None;
+    let mut since_publish = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let links: Vec<(PeerAddr, Connection)> = lock(&shared.supers)
+            .values()
+            .filter_map(|l| Some((l.peer, l.conn.clone().filter(|c| !c.is_closed())?)))
+            .collect();
+        let Some((first, first_conn)) = links.first().cloned() else {
+            continue;
+        };
+        let local = {
+            let mut nat = lock(&shared.nat);
+            if nat.local.is_none()
+                && let Some(ip) = route_addr(first.addr)
+            {
+                nat.local = Some(SocketAddr::new(ip, shared.quic_addr.port()));
+            }
+            nat.local
+        };
+        let me = my_addrs(&shared);
+        // One observation per super (not deduplicated): two supers seeing
+        // the same address is what shows an endpoint-independent mapping.
+        let per_super: Vec<SocketAddr> = lock(&shared.supers)
+            .values()
+            .filter(|l| l.conn.as_ref().is_some_and(|c| !c.is_closed()))
+            .filter_map(|l| l.observed)
+            .collect();
+        let mapping = orb_nat::classify(&local.into_iter().collect::<Vec<_>>(), &per_super);
+        // Ask for a dial-back until one answers; then only on changes.
+        let need_dial_back = lock(&shared.nat).reachable.is_none()
+            || published
+                .as_ref()
+                .is_some_and(|(_, obs, _)| *obs != me.observed);
+        let mut reachable = lock(&shared.nat).reachable;
+        if need_dial_back {
+            match tokio::time::timeout(
+                Duration::from_secs(5),
+                first_conn.request(&Request::DialBack, &[], 0),
+            )
+            .await
+            {
+                Ok(Ok((
+                    Response::DialBack {
+                        reachable: r,
+                        dialed,
+                    },
+                    _,
+                ))) => {
+                    info!(dialed = %dialed, reachable = r, nat = mapping.as_str(), "reachability checked");
+                    reachable = Some(r);
+                }
+                other => {
+                    debug!(answer = ?other.map(|r| r.map(|(r, _)| r)), "dial-back not available");
+                }
+            }
+        }
+        {
+            let mut nat = lock(&shared.nat);
+            nat.mapping = mapping;
+            nat.reachable = reachable;
+        }
+        let homes: Vec<PeerAddr> = links.iter().map(|(p, _)| *p).collect();
+        let current = (
+            mapping.as_str().to_string(),
+            me.observed.clone(),
+            homes.clone(),
+        );
+        if published.as_ref() != Some(&current) || since_publish.elapsed() >= DISCOVERY_EVERY * 10 {
+            let record = orb_proto::dht::NodeRecord {
+                id: shared.id,
+                home_supers: homes,
+                observed: me.observed.clone(),
+                local: me.local.clone(),
+                nat: mapping.as_str().to_string(),
+                capacity: u32::try_from(shared.runtime.capacity()).unwrap_or(u32::MAX),
+            };
+            match dht::sign_node(&shared.keypair, record) {
+                Ok(r) => match shared.overlay.put(r).await {
+                    Ok(_) => {
+                        published = Some(current);
+                        since_publish = Instant::now();
+                    }
+                    Err(e) => debug!(error = %e, "node record not published yet"),
+                },
+                Err(e) => warn!(error = %e.message, "cannot sign node record"),
+            }
+        }
+        if shared.config.promote
+            && reachable == Some(true)
+            && mapping == orb_nat::NatMapping::None
+            && let Some(local) = local
+        {
+            promote(&shared, local, links.iter().map(|(p, _)| *p).collect()).await;
+        }
+        if published.is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep(DISCOVERY_EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Start the super role next to the client (once): DHT server, relay and
+/// gateway, bootstrapped from the home supers. It has its own identity and
+/// store under `<data-dir>/super`, listens on the next port, and serves
+/// its gateway on port 7780 (or any free port when that is taken).
+async fn promote(shared: &Arc<Shared>, local: SocketAddr, bootstrap: Vec<PeerAddr>) {
+    let mut promoted = shared.promoted.lock().await;
+    if promoted.is_some() {
+        return;
+    }
+    let port = match shared.quic_addr.port() {
+        0 | u16::MAX => 0,
+        p => p + 1,
+    };
+    let mut cfg = crate::config::SuperConfig::new(shared.config.data_dir.join("super"));
+    cfg.listen = SocketAddr::new(local.ip(), port);
+    cfg.bootstrap = bootstrap;
+    cfg.http = SocketAddr::new(local.ip(), 7780);
+    let started = match crate::super_node::SuperNode::start(cfg.clone()).await {
+        Ok(h) => Ok(h),
+        Err(_) => {
+            cfg.http = SocketAddr::new(local.ip(), 0);
+            crate::super_node::SuperNode::start(cfg).await
+        }
+    };
+    match started {
+        Ok(h) => {
+            info!(id = %h.id, quic = %h.quic_addr, http = %h.http_addr, "publicly reachable: promoted to super node");
+            *promoted = Some(h);
+        }
+        Err(e) => warn!(error = %e, "promotion to super node failed"),
+    }
+}
+
+/// Connection context for node-to-node paths.
+fn path_ctx(shared: &Shared) -> crate::paths::Ctx {
+    crate::paths::Ctx {
+        me: my_addrs(shared),
+        homes: home_links(shared),
+    }
+}
+
+/// The best path to `target` (an existing one, or LAN, punch, relay).
+async fn peer_link(
+    shared: &Arc<Shared>,
+    target: OrbId,
+) -> Result<crate::paths::PeerLink, WireError> {
+    if let Some(l) = shared.paths.get(&target) {
+        return Ok(l);
+    }
+    let record = dht::node_record(&shared.overlay, &target).await?;
+    shared.paths.connect(target, record, path_ctx(shared)).await
+}
+
 /// The connected super with the lowest round-trip time.
 fn best_super(shared: &Shared) -> Result<Connection, NodeError> {
     let supers = lock(&shared.supers);
@@ -784,6 +1088,8 @@ async fn serve_api(
         .route("/api/deploy", post(api_deploy))
         .route("/api/invoke/{name}", post(api_invoke))
         .route("/api/resolve/{name}", get(api_resolve))
+        .route("/api/peers", get(api_peers))
+        .route("/api/ping/{id}", post(api_ping))
         .route("/metrics", get(api_metrics))
         .route("/", get(api_dashboard))
         .with_state(shared);
@@ -827,6 +1133,22 @@ struct ClientStatusJson {
     /// Credits as the best connected super's ledger holds them.
     #[serde(skip_serializing_if = "Option::is_none")]
     credits: Option<orb_proto::wire::Credits>,
+    /// `public` when a super's dial-back from another socket got in,
+    /// `private` when it did not, `unknown` before the check.
+    reachability: &'static str,
+    /// NAT mapping: none, endpoint-independent, endpoint-dependent, unknown.
+    nat: &'static str,
+    /// This node's own (LAN) address.
+    local_addr: Option<String>,
+    /// The super role this node runs after promotion.
+    promoted: Option<PromotedJson>,
+}
+
+#[derive(Serialize)]
+struct PromotedJson {
+    id: String,
+    addr: String,
+    gateway: String,
 }
 
 fn super_views(shared: &Shared) -> Vec<SuperJson> {
@@ -870,7 +1192,21 @@ async fn api_status(State(shared): State<Arc<Shared>>) -> Json<ClientStatusJson>
         })
         .collect();
     hosted.sort_by(|a, b| a.name.cmp(&b.name));
+    let nat = lock(&shared.nat).clone();
+    let promoted = shared.promoted.lock().await.as_ref().map(|h| PromotedJson {
+        id: h.id.to_string(),
+        addr: h.quic_addr.to_string(),
+        gateway: h.http_addr.to_string(),
+    });
     Json(ClientStatusJson {
+        reachability: match nat.reachable {
+            Some(true) => "public",
+            Some(false) => "private",
+            None => "unknown",
+        },
+        nat: nat.mapping.as_str(),
+        local_addr: nat.local.map(|a| a.to_string()),
+        promoted,
         id: shared.id.to_string(),
         role: "client",
         agent: crate::AGENT,
@@ -962,9 +1298,10 @@ struct DeployedJson {
 /// `max_replicas`, repeatable `arg` and `env` (`K=V`), and the per-call
 /// limits `fuel`, `memory_bytes`, `timeout_ms` and `max_output` (each node
 /// clamps them to its own maxima when it runs a call).
-fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings), WireError> {
+fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings, bool), WireError> {
     let bad = |m: String| WireError::new(ErrorKind::BadRequest, m);
     let mut name = None;
+    let mut here = false;
     let mut settings = FunctionSettings {
         replicas: 2,
         ..FunctionSettings::default()
@@ -972,6 +1309,7 @@ fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings), Wire
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "name" => name = Some(v.into_owned()),
+            "here" => here = matches!(v.as_ref(), "1" | "true" | ""),
             "replicas" => {
                 settings.replicas = v
                     .parse()
@@ -1002,7 +1340,7 @@ fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings), Wire
         return Err(bad("replicas must be at least 1".into()));
     }
     settings.max_replicas = settings.max_replicas.max(settings.replicas);
-    Ok((name, settings))
+    Ok((name, settings, here))
 }
 
 /// A limit from the deploy query: a whole number of at least 1.
@@ -1023,7 +1361,7 @@ async fn api_deploy(
     body: Body,
 ) -> HttpResponse {
     let result = async {
-        let (name, settings) = deploy_params(query.as_deref())?;
+        let (name, settings, here) = deploy_params(query.as_deref())?;
         let module = http_util::read_body(&headers, body, orb_proto::limits::MAX_MODULE).await?;
         // Validate here first: a bad file gets a clear answer without a
         // round trip, and nothing is sent or stored.
@@ -1040,6 +1378,7 @@ async fn api_deploy(
             name,
             hash,
             settings,
+            here,
         };
         let answer = tokio::time::timeout(DEPLOY_TIMEOUT, conn.request(&req, &module, 1024 * 1024))
             .await
@@ -1110,6 +1449,9 @@ async fn api_invoke(
     let result = async {
         let input = http_util::read_body(&headers, body, shared.config.max_body).await?;
         let meta = http_util::call_meta("POST", query.as_deref(), &headers, rid.clone());
+        if let Some(done) = direct_invoke(&shared, &name, &meta, &input).await? {
+            return Ok(done);
+        }
         let conn = best_super(&shared).map_err(|e| e.to_wire())?;
         let req = Request::Invoke { name, meta };
         let max_out = orb_proto::limits::DEFAULT_MAX_OUTPUT + 64 * 1024;
@@ -1118,7 +1460,7 @@ async fn api_invoke(
             .map_err(|_| WireError::new(ErrorKind::Unavailable, "call timed out"))?
             .map_err(|e| NodeError::from(e).to_wire())?;
         match answer {
-            (Response::Ran { node, outcome, .. }, out) => Ok((node, outcome, out)),
+            (Response::Ran { node, outcome, .. }, out) => Ok((node, outcome, out, "super")),
             (Response::Error(e), _) => Err(e),
             (other, _) => Err(WireError::new(
                 ErrorKind::Internal,
@@ -1128,9 +1470,193 @@ async fn api_invoke(
     }
     .await;
     match result {
-        Ok((node, outcome, out)) => http_util::call_response(node, &outcome, out, &rid),
+        Ok((node, outcome, out, path)) => {
+            let mut resp = http_util::call_response(node, &outcome, out, &rid);
+            resp.headers_mut()
+                .insert("x-orb-path", axum::http::HeaderValue::from_static(path));
+            resp
+        }
         Err(e) => http_util::error_response(&e),
     }
+}
+
+#[derive(Serialize)]
+struct PeerJson {
+    id: String,
+    path: &'static str,
+    addr: String,
+    rtt_ms: f64,
+    since_ms: u64,
+}
+
+/// Node-to-node connections and their path kinds.
+async fn api_peers(State(shared): State<Arc<Shared>>) -> Json<Vec<PeerJson>> {
+    Json(
+        shared
+            .paths
+            .list()
+            .into_iter()
+            .map(|(id, l)| PeerJson {
+                id: id.to_string(),
+                path: l.path.as_str(),
+                addr: l.conn.remote_addr().to_string(),
+                rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
+                since_ms: l.since_ms,
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize)]
+struct PingJson {
+    peer: String,
+    path: &'static str,
+    /// Round trip of one ping on the path.
+    rtt_ms: f64,
+    /// From the start of the command to the first answer (path set-up
+    /// included: LAN tries, punching, relay).
+    first_byte_ms: f64,
+}
+
+/// Connect to another node over the best path and ping it.
+async fn api_ping(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> HttpResponse {
+    let started = Instant::now();
+    let result = async {
+        let target: OrbId = id.parse().map_err(|e| {
+            WireError::new(ErrorKind::BadRequest, format!("not an Orb ID: {id:?}: {e}"))
+        })?;
+        if target == shared.id {
+            return Err(WireError::new(ErrorKind::BadRequest, "that is this node"));
+        }
+        let (conn, path) = match home_links(&shared)
+            .into_iter()
+            .find(|c| c.peer_id() == target)
+        {
+            Some(c) => {
+                let kind = crate::paths::direct_kind(c.remote_addr());
+                (c, kind)
+            }
+            None => {
+                let l = peer_link(&shared, target).await?;
+                (l.conn, l.path)
+            }
+        };
+        let nonce = now_ms();
+        let t = Instant::now();
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.request(&Request::Ping { nonce }, &[], 0),
+        )
+        .await
+        {
+            Ok(Ok((Response::Pong { nonce: n }, _))) if n == nonce => Ok(PingJson {
+                peer: target.to_string(),
+                path: path.as_str(),
+                rtt_ms: t.elapsed().as_secs_f64() * 1000.0,
+                first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,
+            }),
+            Ok(Ok((other, _))) => Err(WireError::new(
+                ErrorKind::Internal,
+                format!("unexpected answer to ping: {other:?}"),
+            )),
+            Ok(Err(e)) => Err(NodeError::from(e).to_wire()),
+            Err(_) => Err(WireError::new(ErrorKind::Unavailable, "ping timed out")),
+        }
+    }
+    .await;
+    match result {
+        Ok(j) => Json(j).into_response(),
+        Err(e) => http_util::error_response(&e),
+    }
+}
+
+/// Call `name` on a replica held by another client, over a node-to-node
+/// path. `Ok(None)`: no other client holds one (use a super).
+async fn direct_invoke(
+    shared: &Arc<Shared>,
+    name: &str,
+    meta: &orb_proto::wire::CallMeta,
+    input: &Bytes,
+) -> Result<Option<(OrbId, orb_proto::wire::RunOutcome, Bytes, &'static str)>, WireError> {
+    let Some((_, record)) = dht::name_record(&shared.overlay, name).await? else {
+        return Ok(None);
+    };
+    let mut nodes: Vec<OrbId> = dht::providers(&shared.overlay, &record.hash)
+        .await?
+        .iter()
+        .filter_map(|p| p.node.parse::<OrbId>().ok())
+        .filter(|id| *id != shared.id)
+        .collect();
+    // Prefer peers we already have a path to, best path first.
+    nodes.sort_by_key(|id| shared.paths.get(id).map_or(3, |l| l.path as u8));
+    let max_out = orb_proto::limits::DEFAULT_MAX_OUTPUT + 64 * 1024;
+    for node in nodes {
+        let link = match peer_link(shared, node).await {
+            Ok(l) => l,
+            Err(e) => {
+                debug!(node = %node.short(), error = %e, "no path to replica; trying the next");
+                continue;
+            }
+        };
+        let req = Request::Run {
+            name: name.to_string(),
+            hash: record.hash,
+            settings: record.settings.clone(),
+            meta: meta.clone(),
+            caller: shared.id,
+        };
+        match tokio::time::timeout(INVOKE_TIMEOUT, link.conn.request(&req, input, max_out)).await {
+            Ok(Ok((
+                Response::Ran {
+                    node,
+                    outcome,
+                    receipt,
+                },
+                out,
+            ))) => {
+                if let Some(r) = receipt {
+                    submit_receipt(shared, r);
+                }
+                return Ok(Some((node, outcome, out, link.path.as_str())));
+            }
+            Ok(Ok((Response::Error(e), _)))
+                if matches!(e.kind, ErrorKind::Busy | ErrorKind::NotFound) =>
+            {
+                debug!(node = %node.short(), error = %e, "replica cannot take the call; trying the next");
+            }
+            Ok(Ok((Response::Error(e), _))) => return Err(e),
+            Ok(Ok((other, _))) => {
+                return Err(WireError::new(
+                    ErrorKind::Internal,
+                    format!("unexpected answer {other:?}"),
+                ));
+            }
+            // At most once: only a call that was never sent moves on.
+            Ok(Err(e)) if e.request_not_sent() => continue,
+            Ok(Err(e)) => return Err(NodeError::from(e).to_wire()),
+            Err(_) => return Err(WireError::new(ErrorKind::Unavailable, "call timed out")),
+        }
+    }
+    Ok(None)
+}
+
+/// Hand the receipt of a direct call to a home super's ledger, in the
+/// background (the caller pays for what it used).
+fn submit_receipt(shared: &Arc<Shared>, receipt: Box<orb_proto::receipt::SignedReceipt>) {
+    let Ok(conn) = best_super(shared) else {
+        return;
+    };
+    tokio::spawn(async move {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.request(&Request::Receipt(receipt), &[], 0),
+        )
+        .await
+        {
+            Ok(Ok((Response::ReceiptRecorded, _))) => {}
+            other => debug!(answer = ?other.map(|r| r.map(|(r, _)| r)), "receipt not recorded"),
+        }
+    });
 }
 
 async fn api_dashboard() -> Html<&'static str> {
@@ -1151,6 +1677,41 @@ struct ClientStats {
 async fn api_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let st = &shared.stats;
     let mut e = Exposition::default();
+    let p = &shared.paths.stats;
+    for (name, help, v) in [
+        (
+            "orb_paths_direct_total",
+            "Direct node-to-node connections made (LAN or punched).",
+            p.direct.get(),
+        ),
+        (
+            "orb_paths_relayed_total",
+            "Relayed node-to-node connections made.",
+            p.relayed.get(),
+        ),
+        (
+            "orb_punch_attempts_total",
+            "Hole punches tried.",
+            p.punch_attempts.get(),
+        ),
+        (
+            "orb_punch_successes_total",
+            "Hole punches that gave a direct path.",
+            p.punch_successes.get(),
+        ),
+        (
+            "orb_path_upgrades_total",
+            "Relayed paths later upgraded to direct.",
+            p.upgrades.get(),
+        ),
+    ] {
+        e.sample(name, "counter", help, v as f64);
+    }
+    e.histogram(
+        "orb_time_to_first_direct_byte_seconds",
+        "From wanting a peer to a direct path being up.",
+        &p.first_direct_byte,
+    );
     e.sample(
         "orb_calls_total",
         "counter",

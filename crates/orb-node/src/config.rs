@@ -72,6 +72,9 @@ pub struct ClientConfig {
     pub capacity: usize,
     /// Largest request body the local API accepts for `invoke`.
     pub max_body: usize,
+    /// Start the super role when this node turns out to be publicly
+    /// reachable with no NAT (`--promote auto`).
+    pub promote: bool,
 }
 
 impl ClientConfig {
@@ -84,6 +87,7 @@ impl ClientConfig {
             api: parse_default(DEFAULT_CLIENT_API),
             capacity: 4,
             max_body: orb_proto::limits::DEFAULT_MAX_INPUT,
+            promote: false,
         }
     }
 }

@@ -205,3 +205,38 @@ pub(crate) fn save_snapshot(store: &Store, snapshot: &Snapshot) -> Result<(), St
         }
     }
 }
+
+/// Lifetime of a node record (addresses change; owners re-sign often).
+pub(crate) const NODE_TTL_MS: u64 = 30 * 60 * 1000;
+
+/// Sign this node's record: home supers, observed and local addresses, NAT
+/// mapping, capacity.
+pub(crate) fn sign_node(
+    kp: &Keypair,
+    node: orb_proto::dht::NodeRecord,
+) -> Result<Record, WireError> {
+    let now = now_ms();
+    Record::sign(RecordKind::Node(node), kp, now, now + NODE_TTL_MS)
+        .map_err(|e| WireError::new(ErrorKind::Internal, format!("cannot sign node record: {e}")))
+}
+
+/// The newest valid node record of `id`, if any.
+pub(crate) async fn node_record(
+    overlay: &Overlay,
+    id: &orb_proto::OrbId,
+) -> Result<Option<orb_proto::dht::NodeRecord>, WireError> {
+    let now = now_ms();
+    let records = overlay
+        .get(Key::for_node(id))
+        .await
+        .map_err(|e| WireError::new(ErrorKind::Unavailable, format!("DHT lookup failed: {e}")))?;
+    Ok(records
+        .into_iter()
+        .filter(|r| r.verify(now).is_ok() && r.publisher.id() == *id)
+        .filter_map(|r| match r.kind {
+            RecordKind::Node(n) if n.id == *id => Some((r.seq, n)),
+            _ => None,
+        })
+        .max_by_key(|(seq, _)| *seq)
+        .map(|(_, n)| n))
+}

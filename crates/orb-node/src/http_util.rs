@@ -20,7 +20,7 @@ pub(crate) fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Busy | ErrorKind::Quota => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::BAD_GATEWAY,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::FunctionFailed | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,6 +10,7 @@
 //! Both are started from a config struct and return a handle with the
 //! addresses they bound and a graceful `shutdown`.
 
+mod bridge;
 pub mod cli;
 pub mod client_node;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod error;
 mod http_util;
 pub mod ledger;
 pub mod metrics;
+mod paths;
 pub mod super_node;
 mod util;
 

@@ -63,17 +63,7 @@ const MAX_STORE_LIMITERS: usize = 4096;
 /// store or keep the actor busy (the overlay bounds totals and per
 /// publisher on top of this).
 fn store_allowed(shared: &Shared, peer: OrbId) -> bool {
-    let now = Instant::now();
-    let mut limiters = lock(&shared.store_limiters);
-    if !limiters.contains_key(&peer) && limiters.len() >= MAX_STORE_LIMITERS {
-        // Start over rather than grow: a flood from thousands of IDs
-        // meets full buckets again, which is still bounded.
-        limiters.clear();
-    }
-    limiters
-        .entry(peer)
-        .or_insert_with(|| orb_nat::TokenBucket::new(now, STORE_RATE, STORE_BURST))
-        .try_take(now, 1.0)
+    lock(&shared.store_limiters).allow(peer, Instant::now())
 }
 
 /// Functions with autoscaling state, at most.
@@ -155,7 +145,9 @@ pub(crate) struct Shared {
     /// Autoscaling state per function name.
     scale: Mutex<HashMap<String, ScaleState>>,
     /// DHT STORE rate limiters per peer.
-    store_limiters: Mutex<HashMap<OrbId, orb_nat::TokenBucket>>,
+    store_limiters: Mutex<orb_nat::PeerLimiter<OrbId>>,
+    /// Hole-punch coordination, relay circuits, dial-backs.
+    bridge: Arc<crate::bridge::Bridge>,
 }
 
 /// Load counters of one function, shared with the calls that update them.
@@ -345,7 +337,7 @@ async fn autoscale(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
             match action {
                 Some((_, None)) => {
-                    place(&shared, &f).await;
+                    place(&shared, &f, None).await;
                 }
                 Some((to, Some(victim))) if holders.len() as u32 > to => {
                     unplace(&shared, &f, victim).await
@@ -396,6 +388,18 @@ impl SuperNode {
 
         let endpoint = Endpoint::bind(config.listen, &keypair, TransportConfig::default())?;
         let quic_addr = endpoint.local_addr()?;
+        // A second socket on the same IP for dial-back reachability checks.
+        let dial_back = match Endpoint::bind(
+            SocketAddr::new(quic_addr.ip(), 0),
+            &keypair,
+            TransportConfig::default(),
+        ) {
+            Ok(ep) => Some(ep),
+            Err(e) => {
+                warn!(error = %e, "no dial-back socket: clients cannot check their reachability here");
+                None
+            }
+        };
         // The super runs no functions; its runtime only validates deploys.
         let runtime = Runtime::new(RuntimeConfig {
             capacity: 0,
@@ -461,7 +465,15 @@ impl SuperNode {
             overlay,
             peer_conns: Mutex::new(HashMap::new()),
             scale: Mutex::new(HashMap::new()),
-            store_limiters: Mutex::new(HashMap::new()),
+            store_limiters: Mutex::new(orb_nat::PeerLimiter::new(
+                STORE_RATE,
+                STORE_BURST,
+                MAX_STORE_LIMITERS,
+            )),
+            bridge: Arc::new(crate::bridge::Bridge::new(
+                orb_nat::RelayLimits::default(),
+                dial_back,
+            )),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -585,6 +597,22 @@ fn register_client(shared: &Shared, conn: &Connection, hello: &Hello, generation
     }
 }
 
+/// The tunnel of a client connected here, if it is.
+fn client_conn(shared: &Shared, id: &OrbId) -> Option<Connection> {
+    lock(&shared.clients)
+        .get(id)
+        .map(|c| c.conn.clone())
+        .filter(|c| !c.is_closed())
+}
+
+/// Round trip to a connected client (zero if unknown).
+fn caller_rtt(shared: &Shared, id: &OrbId) -> Duration {
+    lock(&shared.clients)
+        .get(id)
+        .map(|c| c.conn.rtt())
+        .unwrap_or_default()
+}
+
 /// Serve every request of one connection until it closes.
 async fn serve_requests(shared: &Arc<Shared>, conn: &Connection, from: PeerAddr) {
     loop {
@@ -603,6 +631,16 @@ async fn serve_requests(shared: &Arc<Shared>, conn: &Connection, from: PeerAddr)
 
 async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingRequest) {
     let peer = from.id;
+    if let Request::Relay { target } = incoming.request() {
+        let target = *target;
+        let target_conn = client_conn(&shared, &target);
+        shared
+            .bridge
+            .clone()
+            .relay(peer, target, target_conn, incoming)
+            .await;
+        return;
+    }
     let (req, body, responder) = incoming.split();
     let (resp, out): (Response, Bytes) = match req {
         Request::Hello(_) => (
@@ -617,7 +655,8 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
             name,
             hash,
             settings,
-        } => match deploy(&shared, peer, name, hash, settings, body).await {
+            here,
+        } => match deploy(&shared, peer, name, hash, settings, body, here).await {
             Ok(r) => (r, Bytes::new()),
             Err(e) => {
                 shared.stats.deploys_refused.inc();
@@ -657,6 +696,41 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
             }
         }
         Request::ListFunctions => (Response::Functions(function_infos(&shared)), Bytes::new()),
+        Request::Punch { target, addrs } => {
+            let target_conn = client_conn(&shared, &target);
+            let rtt = caller_rtt(&shared, &peer);
+            (
+                shared.bridge.punch(from, rtt, addrs, target_conn).await,
+                Bytes::new(),
+            )
+        }
+        Request::DialBack => (shared.bridge.dial_back(from).await, Bytes::new()),
+        Request::Receipt(r) => {
+            let exp = Expected {
+                request_id: &r.receipt.request_id,
+                function: r.receipt.function,
+                caller: peer,
+                executor: r.receipt.executor,
+            };
+            match shared.ledger.record(&r, &exp) {
+                Ok(_) => (Response::ReceiptRecorded, Bytes::new()),
+                Err(e) => {
+                    shared.stats.receipts_refused.inc();
+                    warn!(peer = %peer.short(), error = %e, "submitted receipt refused");
+                    (
+                        Response::Error(WireError::new(ErrorKind::Forbidden, e.to_string())),
+                        Bytes::new(),
+                    )
+                }
+            }
+        }
+        Request::Relay { .. } | Request::RelayIncoming { .. } | Request::PunchNow { .. } => (
+            Response::Error(WireError::new(
+                ErrorKind::BadRequest,
+                "a super node does not take that request",
+            )),
+            Bytes::new(),
+        ),
         Request::Run { .. } | Request::Place { .. } | Request::Unplace { .. } => (
             Response::Error(WireError::new(
                 ErrorKind::BadRequest,
@@ -708,8 +782,27 @@ async fn deploy(
     hash: ContentHash,
     mut settings: FunctionSettings,
     module: Bytes,
+    here: bool,
 ) -> Result<Response, WireError> {
     check_name(&name)?;
+    if here {
+        let capacity = lock(&shared.clients).get(&owner).map(|c| c.capacity);
+        match capacity {
+            Some(c) if c > 0 => {}
+            Some(_) => {
+                return Err(WireError::new(
+                    ErrorKind::BadRequest,
+                    "--here: this node runs with capacity 0 and cannot host a replica",
+                ));
+            }
+            None => {
+                return Err(WireError::new(
+                    ErrorKind::BadRequest,
+                    "--here: only a client connected to this super can host its own replica",
+                ));
+            }
+        }
+    }
     if module.len() > orb_proto::limits::MAX_MODULE {
         return Err(WireError::new(
             ErrorKind::TooLarge,
@@ -784,7 +877,7 @@ async fn deploy(
     shared.stats.deploys.inc();
     info!(function = %name, hash = %hash.short(), owner = %owner.short(), "function deployed");
 
-    let placed = place(shared, &record).await;
+    let placed = place(shared, &record, here.then_some(owner)).await;
     Ok(Response::Deployed {
         name,
         hash,
@@ -811,9 +904,9 @@ fn spread_by_network<T>(
     out
 }
 
-/// Place `f` on clients until it has `replicas` live holders. Returns the
-/// nodes that hold it afterwards.
-async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
+/// Place `f` on clients until it has `replicas` live holders, trying
+/// `first` before anyone else. Returns the nodes that hold it afterwards.
+async fn place(shared: &Arc<Shared>, f: &FunctionRecord, first: Option<OrbId>) -> Vec<OrbId> {
     let (mut holders, candidates) = {
         let clients = lock(&shared.clients);
         let holders: Vec<OrbId> = clients
@@ -851,6 +944,13 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord) -> Vec<OrbId> {
                 .collect(),
             &mut used,
         );
+        let mut candidates = candidates;
+        if let Some(first) = first
+            && let Some(i) = candidates.iter().position(|(_, _, id, _)| *id == first)
+        {
+            let c = candidates.remove(i);
+            candidates.insert(0, c);
+        }
         (holders, candidates)
     };
     let want = wanted(shared, f) as usize;
@@ -910,7 +1010,7 @@ async fn rebalance(shared: &Arc<Shared>) {
                 .count()
         };
         if live < wanted(shared, &f) as usize {
-            place(shared, &f).await;
+            place(shared, &f, None).await;
         }
     }
 }
@@ -1632,6 +1732,47 @@ async fn http_ledger(State(shared): State<Arc<Shared>>) -> Json<Vec<LedgerJson>>
 async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let st = &shared.stats;
     let mut e = Exposition::default();
+    let b = &shared.bridge.stats;
+    for (name, help, v) in [
+        (
+            "orb_punches_coordinated_total",
+            "Hole punches this super coordinated.",
+            b.punches_coordinated.get(),
+        ),
+        (
+            "orb_relay_circuits_total",
+            "Relay circuits opened.",
+            b.relay_circuits.get(),
+        ),
+        (
+            "orb_relay_refused_total",
+            "Relay circuits refused (quota, unknown target, flood).",
+            b.relay_refused.get(),
+        ),
+        (
+            "orb_relay_bytes_total",
+            "Bytes relayed (both directions).",
+            b.relay_bytes.get(),
+        ),
+        (
+            "orb_punch_relay_throttled_total",
+            "Punch or relay requests refused by the per-node rate limit.",
+            b.coord_throttled.get(),
+        ),
+        (
+            "orb_dial_backs_total",
+            "Reachability dial-backs made.",
+            b.dial_backs.get(),
+        ),
+    ] {
+        e.sample(name, "counter", help, v as f64);
+    }
+    e.sample(
+        "orb_relay_circuits_open",
+        "gauge",
+        "Relay circuits open now.",
+        shared.bridge.circuits() as f64,
+    );
     e.sample(
         "orb_calls_total",
         "counter",

@@ -201,6 +201,8 @@ pub enum ErrorKind {
     FunctionFailed,
     /// Something went wrong inside the node.
     Internal,
+    /// A quota (relay rate, volume or circuits; request rate) was used up.
+    Quota,
 }
 
 /// A request: the first frame on a stream.
@@ -221,6 +223,9 @@ pub enum Request {
         hash: ContentHash,
         /// Settings.
         settings: FunctionSettings,
+        /// Place the first replica on the sender itself (it must have
+        /// capacity), e.g. to serve one's own function from one's machine.
+        here: bool,
     },
     /// Call a function by name and let the receiver route it. Body: input.
     Invoke {
@@ -268,6 +273,79 @@ pub enum Request {
     },
     /// Client -> super: the sender's credit balance in the super's ledger.
     Balance,
+    /// Node -> super: ask `target` (a client whose tunnel ends at this
+    /// super) to dial the sender now, at `addrs`, while the sender dials it
+    /// (hole punching). Answered with [`Response::PunchAddrs`] holding the
+    /// target's addresses.
+    Punch {
+        /// The node to punch through to.
+        target: OrbId,
+        /// Where the sender can be reached: its public (observed) and LAN
+        /// addresses.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Super -> client: `from` wants a direct path; dial it at `addrs` now.
+    /// Answered with [`Response::PunchAddrs`] holding the client's own.
+    PunchNow {
+        /// Who asked.
+        from: OrbId,
+        /// Where to dial it.
+        addrs: Vec<SocketAddr>,
+        /// Round trip between the two, as the super estimates it (ms), to
+        /// time retries.
+        rtt_ms: u32,
+    },
+    /// Node -> super: open a relayed circuit to `target`. The stream stays
+    /// open as a byte pipe after [`Response::RelayReady`] (no body).
+    Relay {
+        /// The node to reach.
+        target: OrbId,
+    },
+    /// Super -> client: `from` opened a relayed circuit to you; the stream
+    /// is the pipe after the answer [`Response::RelayReady`] (no body).
+    RelayIncoming {
+        /// Who is on the other end (as the super authenticated it; the
+        /// end-to-end TLS handshake inside proves it again).
+        from: OrbId,
+    },
+    /// Client -> super: dial me back at my observed address from a
+    /// different socket, to tell whether I am reachable from outside.
+    /// Answered with [`Response::DialBack`].
+    DialBack,
+    /// Caller -> its super: the receipt of a call another node ran for it
+    /// directly (node to node), for the ledger.
+    Receipt(Box<SignedReceipt>),
+}
+
+impl Request {
+    /// The request's name, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Hello(_) => "Hello",
+            Request::Ping { .. } => "Ping",
+            Request::Deploy { .. } => "Deploy",
+            Request::Invoke { .. } => "Invoke",
+            Request::Run { .. } => "Run",
+            Request::Place { .. } => "Place",
+            Request::FetchModule { .. } => "FetchModule",
+            Request::ListFunctions => "ListFunctions",
+            Request::Dht(_) => "Dht",
+            Request::Unplace { .. } => "Unplace",
+            Request::Balance => "Balance",
+            Request::Punch { .. } => "Punch",
+            Request::PunchNow { .. } => "PunchNow",
+            Request::Relay { .. } => "Relay",
+            Request::RelayIncoming { .. } => "RelayIncoming",
+            Request::DialBack => "DialBack",
+            Request::Receipt(_) => "Receipt",
+        }
+    }
+
+    /// Whether this request turns its stream into a long-lived byte pipe
+    /// (a relay circuit) instead of carrying a body.
+    pub fn opens_tunnel(&self) -> bool {
+        matches!(self, Request::Relay { .. } | Request::RelayIncoming { .. })
+    }
 }
 
 /// A response: the first frame on the answering side of a stream.
@@ -313,6 +391,25 @@ pub enum Response {
     Dht(crate::dht::DhtResponse),
     /// Answer to [`Request::Balance`].
     Balance(Credits),
+    /// Answer to [`Request::Punch`] and [`Request::PunchNow`].
+    PunchAddrs {
+        /// The answering side's (or the target's) addresses.
+        addrs: Vec<SocketAddr>,
+        /// Round-trip estimate for timing retries (ms).
+        rtt_ms: u32,
+    },
+    /// Answer to [`Request::Relay`] and [`Request::RelayIncoming`]: the
+    /// stream is now a pipe.
+    RelayReady,
+    /// Answer to [`Request::DialBack`].
+    DialBack {
+        /// The address the super dialed.
+        dialed: SocketAddr,
+        /// Whether the dial from a different socket got through.
+        reachable: bool,
+    },
+    /// Answer to [`Request::Receipt`]: recorded.
+    ReceiptRecorded,
 }
 
 /// A node's credit balance as one super's ledger holds it.

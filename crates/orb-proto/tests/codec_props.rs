@@ -96,6 +96,7 @@ fn error_kind() -> impl Strategy<Value = ErrorKind> {
         Just(ErrorKind::Forbidden),
         Just(ErrorKind::FunctionFailed),
         Just(ErrorKind::Internal),
+        Just(ErrorKind::Quota),
     ]
 }
 
@@ -124,10 +125,13 @@ fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         hello,
         any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
-        (text(), hash(), settings()).prop_map(|(name, hash, settings)| Request::Deploy {
-            name,
-            hash,
-            settings
+        (text(), hash(), settings(), any::<bool>()).prop_map(|(name, hash, settings, here)| {
+            Request::Deploy {
+                name,
+                hash,
+                settings,
+                here,
+            }
         }),
         (text(), meta()).prop_map(|(name, meta)| Request::Invoke { name, meta }),
         (text(), hash(), settings(), meta(), id()).prop_map(
@@ -146,6 +150,18 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::ListFunctions),
         (text(), hash()).prop_map(|(name, hash)| Request::Unplace { name, hash }),
         Just(Request::Balance),
+        (id(), prop::collection::vec(addr(), 0..3))
+            .prop_map(|(target, addrs)| Request::Punch { target, addrs }),
+        (id(), prop::collection::vec(addr(), 0..3), any::<u32>()).prop_map(
+            |(from, addrs, rtt_ms)| Request::PunchNow {
+                from,
+                addrs,
+                rtt_ms
+            }
+        ),
+        id().prop_map(|target| Request::Relay { target }),
+        id().prop_map(|from| Request::RelayIncoming { from }),
+        Just(Request::DialBack),
     ]
 }
 
@@ -206,6 +222,12 @@ fn response() -> impl Strategy<Value = Response> {
             }
         ),
         Just(Response::Placed),
+        Just(Response::RelayReady),
+        Just(Response::ReceiptRecorded),
+        (prop::collection::vec(addr(), 0..3), any::<u32>())
+            .prop_map(|(addrs, rtt_ms)| Response::PunchAddrs { addrs, rtt_ms }),
+        (addr(), any::<bool>())
+            .prop_map(|(dialed, reachable)| Response::DialBack { dialed, reachable }),
         hash().prop_map(|hash| Response::Module { hash }),
         prop::collection::vec(info, 0..3).prop_map(Response::Functions),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(

@@ -31,7 +31,10 @@
 //! accepting side, `max_response_body` per call on the dialing side). A
 //! malformed request resets only its own stream.
 
+mod relay;
 mod tls;
+
+pub use relay::{SpliceGate, SpliceReport, Tunnel, TunnelReader, TunnelWriter, splice};
 
 use std::io;
 use std::net::SocketAddr;
@@ -221,54 +224,68 @@ impl Endpoint {
         keypair: &Keypair,
         cfg: TransportConfig,
     ) -> Result<Endpoint, TransportError> {
-        let bad = |reason: String| TransportError::Bind {
-            addr,
-            source: io::Error::new(io::ErrorKind::InvalidInput, reason),
-        };
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(cfg.idle_timeout)
-                    .map_err(|e| bad(format!("idle timeout: {e}")))?,
-            ))
-            .keep_alive_interval(Some(cfg.keep_alive))
-            .max_concurrent_bidi_streams(VarInt::from_u32(cfg.max_concurrent_streams))
-            // Orb uses request/response streams only.
-            .max_concurrent_uni_streams(VarInt::from_u32(0));
-        let transport = Arc::new(transport);
-
-        let identity = Identity::new(keypair)?;
-        let server_tls = QuicServerConfig::try_from(identity.server_config()?)
-            .map_err(|e| TransportError::Tls(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
-        server.transport_config(transport.clone());
-
-        // The stateless-reset key is derived from the node's secret key, so
-        // a node restarted on the same address answers packets of the
-        // connections its previous life had with a reset its peers accept:
-        // they learn at once that the connection is gone instead of waiting
-        // for the idle timeout.
-        let reset_secret = blake3::derive_key("orb-transport stateless reset v1", &keypair.seed());
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret);
-        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
-        // Connection IDs carry a keyed hash that the endpoint checks before
-        // answering a packet at all; with a random key a restarted node
-        // would drop its old peers' packets silently instead of resetting.
-        let cid_secret = blake3::derive_key("orb-transport connection ids v1", &keypair.seed());
-        let mut cid_key = [0u8; 8];
-        cid_key.copy_from_slice(&cid_secret[..8]);
-        let cid_key = u64::from_le_bytes(cid_key);
-        endpoint_config.cid_generator(move || {
-            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-        });
-        let socket = std::net::UdpSocket::bind(addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
-        let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind {
-            addr,
-            source: std::io::Error::other("no async runtime (call inside tokio)"),
+        let bind_err = |source: io::Error| TransportError::Bind { addr, source };
+        let parts = Parts::new(keypair, &cfg, None).map_err(|e| match e {
+            TransportError::Bind { source, .. } => bind_err(source),
+            other => other,
         })?;
-        let ep = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
-            .map_err(|source| TransportError::Bind { addr, source })?;
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| bind_err(io::Error::other("no async runtime (call inside tokio)")))?;
+        let socket = runtime.wrap_udp_socket(socket).map_err(bind_err)?;
+        Self::build(parts, socket, runtime, keypair, cfg).map_err(bind_err)
+    }
+
+    /// An endpoint whose "socket" is a relay circuit: QUIC packets travel as
+    /// length-prefixed frames inside `tunnel`, so the two ends run their own
+    /// TLS handshake through the relay and the relay cannot read, alter or
+    /// impersonate either side. Dial the other end at
+    /// [`Endpoint::tunnel_peer`]; the endpoint closes when the tunnel ends.
+    pub fn over_tunnel(
+        tunnel: Tunnel,
+        keypair: &Keypair,
+        cfg: TransportConfig,
+    ) -> Result<Endpoint, TransportError> {
+        let parts = Parts::new(keypair, &cfg, Some(relay::TUNNEL_MTU))?;
+        let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind {
+            addr: relay::LOCAL,
+            source: io::Error::other("no async runtime (call inside tokio)"),
+        })?;
+        let socket = relay::TunnelSocket::spawn(tunnel);
+        Self::build(parts, socket, runtime, keypair, cfg).map_err(|source| TransportError::Bind {
+            addr: relay::LOCAL,
+            source,
+        })
+    }
+
+    /// The address under which an endpoint made by [`Endpoint::over_tunnel`]
+    /// reaches the node at the other end of its tunnel.
+    pub fn tunnel_peer(id: OrbId) -> PeerAddr {
+        PeerAddr {
+            id,
+            addr: relay::REMOTE,
+        }
+    }
+
+    fn build(
+        parts: Parts,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        runtime: Arc<dyn quinn::Runtime>,
+        keypair: &Keypair,
+        cfg: TransportConfig,
+    ) -> io::Result<Endpoint> {
+        let Parts {
+            endpoint_config,
+            server,
+            identity,
+            transport,
+        } = parts;
+        let ep = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            socket,
+            runtime,
+        )?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         tokio::spawn(accept_loop(
             ep.clone(),
@@ -360,6 +377,86 @@ impl Endpoint {
     /// told. Call after [`Endpoint::close`].
     pub async fn wait_idle(&self) {
         self.inner.ep.wait_idle().await;
+    }
+}
+
+/// The QUIC and TLS configuration of one endpoint.
+struct Parts {
+    endpoint_config: quinn::EndpointConfig,
+    server: quinn::ServerConfig,
+    identity: Identity,
+    transport: Arc<quinn::TransportConfig>,
+}
+
+impl Parts {
+    /// `mtu`: a fixed packet size for paths that cannot lose or fragment
+    /// packets (relay tunnels); `None` for UDP with path MTU discovery.
+    fn new(
+        keypair: &Keypair,
+        cfg: &TransportConfig,
+        mtu: Option<u16>,
+    ) -> Result<Parts, TransportError> {
+        let bad = |reason: String| TransportError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source: io::Error::new(io::ErrorKind::InvalidInput, reason),
+        };
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(cfg.idle_timeout)
+                    .map_err(|e| bad(format!("idle timeout: {e}")))?,
+            ))
+            .keep_alive_interval(Some(cfg.keep_alive))
+            .max_concurrent_bidi_streams(VarInt::from_u32(cfg.max_concurrent_streams))
+            // Orb uses request/response streams only.
+            .max_concurrent_uni_streams(VarInt::from_u32(0));
+        if let Some(mtu) = mtu {
+            // A tunnel is a reliable byte stream: big packets cost nothing
+            // extra and halve the per-packet work of both ends and the relay.
+            // (Kept well under the congestion controller's initial window,
+            // which must hold a few packets or nothing is ever sent.)
+            transport
+                .initial_mtu(mtu)
+                .min_mtu(mtu)
+                .mtu_discovery_config(None);
+        }
+        let transport = Arc::new(transport);
+
+        let identity = Identity::new(keypair)?;
+        let server_tls = QuicServerConfig::try_from(identity.server_config()?)
+            .map_err(|e| TransportError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
+        server.transport_config(transport.clone());
+
+        // The stateless-reset key is derived from the node's secret key, so
+        // a node restarted on the same address answers packets of the
+        // connections its previous life had with a reset its peers accept:
+        // they learn at once that the connection is gone instead of waiting
+        // for the idle timeout.
+        let reset_secret = blake3::derive_key("orb-transport stateless reset v1", &keypair.seed());
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret);
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        if let Some(mtu) = mtu {
+            endpoint_config
+                .max_udp_payload_size(mtu)
+                .map_err(|e| bad(format!("tunnel packet size: {e}")))?;
+        }
+        // Connection IDs carry a keyed hash that the endpoint checks before
+        // answering a packet at all; with a random key a restarted node
+        // would drop its old peers' packets silently instead of resetting.
+        let cid_secret = blake3::derive_key("orb-transport connection ids v1", &keypair.seed());
+        let mut cid_key = [0u8; 8];
+        cid_key.copy_from_slice(&cid_secret[..8]);
+        let cid_key = u64::from_le_bytes(cid_key);
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        Ok(Parts {
+            endpoint_config,
+            server,
+            identity,
+            transport,
+        })
     }
 }
 
@@ -563,6 +660,42 @@ impl Connection {
         Ok((resp, body))
     }
 
+    /// Send `req` (one that [`Request::opens_tunnel`]) on a new stream and
+    /// read the answer frame; on [`Response::RelayReady`] the stream stays
+    /// open as a [`Tunnel`]. Any other answer comes back with `None`.
+    ///
+    /// There is no timeout here; wrap the call in one.
+    pub async fn open_tunnel(
+        &self,
+        req: &Request,
+    ) -> Result<(Response, Option<Tunnel>), TransportError> {
+        let frame = encode_frame(req)?;
+        let (mut send, mut recv) = self.inner.conn.open_bi().await.map_err(|e| {
+            debug!(peer = %self.inner.peer.short(), "cannot open stream: {e}");
+            TransportError::Closed
+        })?;
+        send.write_all(&frame).await.map_err(write_err)?;
+        let frame = read_frame(&mut recv).await.map_err(|e| match e {
+            TransportError::Codec(e) => TransportError::Stream(format!("bad response frame: {e}")),
+            other => other,
+        })?;
+        let resp: Response = decode(&frame)
+            .map_err(|e| TransportError::Stream(format!("malformed response: {e}")))?;
+        if matches!(resp, Response::RelayReady) {
+            Ok((
+                resp,
+                Some(Tunnel {
+                    send,
+                    recv,
+                    conn: Some(self.clone()),
+                }),
+            ))
+        } else {
+            let _ = send.finish();
+            Ok((resp, None))
+        }
+    }
+
     /// The next request the peer sent, with its body read. Malformed or slow
     /// streams are reset and skipped; an error means the connection is gone.
     pub async fn accept_request(&self) -> Result<IncomingRequest, TransportError> {
@@ -680,6 +813,15 @@ async fn read_request(
             return None;
         }
     };
+    if req.opens_tunnel() {
+        // The rest of the stream is the tunnel's, not a body.
+        return Some(IncomingRequest {
+            req,
+            body: Bytes::new(),
+            responder: Responder { send: Some(send) },
+            tunnel_recv: Some(recv),
+        });
+    }
     let body = match tokio::time::timeout(
         REQUEST_BODY_TIMEOUT,
         recv.read_to_end(limits.max_request_body),
@@ -718,6 +860,7 @@ async fn read_request(
         req,
         body,
         responder: Responder { send: Some(send) },
+        tunnel_recv: None,
     })
 }
 
@@ -788,6 +931,8 @@ pub struct IncomingRequest {
     req: Request,
     body: Bytes,
     responder: Responder,
+    /// The receiving side of a tunnel request's stream (unread).
+    tunnel_recv: Option<quinn::RecvStream>,
 }
 
 impl std::fmt::Debug for IncomingRequest {
@@ -806,8 +951,28 @@ impl IncomingRequest {
     }
 
     /// Take the request, its body, and the handle to answer it with.
+    /// For a tunnel request, this gives up the tunnel (answer with an
+    /// error); use [`IncomingRequest::accept_tunnel`] to take it.
     pub fn split(self) -> (Request, Bytes, Responder) {
         (self.req, self.body, self.responder)
+    }
+
+    /// Answer a tunnel request with [`Response::RelayReady`] and keep its
+    /// stream as a [`Tunnel`].
+    pub async fn accept_tunnel(mut self) -> Result<Tunnel, TransportError> {
+        let Some(recv) = self.tunnel_recv.take() else {
+            return Err(TransportError::Stream("not a tunnel request".into()));
+        };
+        let Some(mut send) = self.responder.send.take() else {
+            return Err(TransportError::Closed);
+        };
+        let frame = encode_frame(&Response::RelayReady)?;
+        send.write_all(&frame).await.map_err(write_err)?;
+        Ok(Tunnel {
+            send,
+            recv,
+            conn: None,
+        })
     }
 }
 
