@@ -198,6 +198,50 @@ async fn function_deployed_at_one_super_is_callable_at_the_others() -> Result<()
     )
     .await?;
     assert_eq!(body, "hello, again");
+
+    // Client a was given only A: it adopts a second home super from the
+    // DHT, and when A dies it still has one and keeps working.
+    let connected = |api: std::net::SocketAddr| -> Result<Vec<String>> {
+        let out = client_cmd(api, &["status", "--json"], None)?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v["supers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["connected"] == true)
+            .filter_map(|s| s["id"].as_str().map(str::to_string))
+            .collect())
+    };
+    wait_for(
+        "client a adopted a second home super",
+        Duration::from_secs(30),
+        || async { Ok((connected(api_a)?.len() >= 2).then_some(())) },
+    )
+    .await?;
+    let id_sup_a = sup_a.field("id");
+    let mut sup_a = sup_a;
+    sup_a.kill9();
+    wait_for(
+        "client a served by another home super after A died",
+        Duration::from_secs(30),
+        || async {
+            let live = connected(api_a)?;
+            let ok = !live.is_empty() && !live.contains(&id_sup_a);
+            Ok(ok.then_some(()))
+        },
+    )
+    .await?;
+    let out = client_cmd(
+        api_a,
+        &["invoke", "hello", "--input", "-"],
+        Some(b"after A"),
+    )?;
+    assert!(
+        out.status.success(),
+        "invoke after A died: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, after A");
     drop((a, b, sup_a, sup_b2, sup_c));
     Ok(())
 }

@@ -914,6 +914,9 @@ async fn discovery(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             .values()
             .filter_map(|l| Some((l.peer, l.conn.clone().filter(|c| !c.is_closed())?)))
             .collect();
+        if links.len() < 2 {
+            adopt_super(&shared, &shutdown).await;
+        }
         let Some((first, first_conn)) = links.first().cloned() else {
             continue;
         };
@@ -1007,6 +1010,50 @@ async fn discovery(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// Home supers a client links to at most (given, remembered and adopted).
+const MAX_HOME_SUPERS: usize = 8;
+
+/// With fewer than two live home supers, adopt another super from the DHT
+/// (the ones closest to this node's ID), so one super dying never leaves
+/// the node unreachable for long.
+async fn adopt_super(shared: &Arc<Shared>, shutdown: &watch::Receiver<bool>) {
+    if lock(&shared.supers).len() >= MAX_HOME_SUPERS {
+        return;
+    }
+    let Ok(found) = shared
+        .overlay
+        .lookup(orb_proto::dht::Key::for_node(&shared.id))
+        .await
+    else {
+        return;
+    };
+    let mut supers = lock(&shared.supers);
+    let live = supers
+        .values()
+        .filter(|l| l.conn.as_ref().is_some_and(|c| !c.is_closed()))
+        .count();
+    if live >= 2 || supers.len() >= MAX_HOME_SUPERS {
+        return;
+    }
+    if let Some(peer) = found
+        .into_iter()
+        .find(|p| p.id != shared.id && !supers.contains_key(&p.id))
+    {
+        info!(super_node = %peer.id.short(), addr = %peer.addr, "adopting another home super");
+        supers.insert(
+            peer.id,
+            SuperLink {
+                peer,
+                conn: None,
+                observed: None,
+                connected_ms: None,
+                last_error: None,
+            },
+        );
+        tokio::spawn(super_link(shared.clone(), peer, shutdown.clone()));
     }
 }
 
