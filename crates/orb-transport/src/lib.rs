@@ -413,12 +413,16 @@ impl Parts {
         if let Some(mtu) = mtu {
             // A tunnel is a reliable byte stream: big packets cost nothing
             // extra and halve the per-packet work of both ends and the relay.
-            // (Kept well under the congestion controller's initial window,
-            // which must hold a few packets or nothing is ever sent.)
+            // The congestion controller's initial window must hold a few
+            // packets or nothing is ever sent (quinn's default, 14720 bytes,
+            // is under one 16 KiB packet: the handshake times out).
+            let mut cubic = quinn::congestion::CubicConfig::default();
+            cubic.initial_window(4 * u64::from(mtu));
             transport
                 .initial_mtu(mtu)
                 .min_mtu(mtu)
-                .mtu_discovery_config(None);
+                .mtu_discovery_config(None)
+                .congestion_controller_factory(Arc::new(cubic));
         }
         let transport = Arc::new(transport);
 

@@ -39,13 +39,18 @@ pub(crate) const REMOTE: SocketAddr = SocketAddr::new(
 );
 /// Packet size inside a tunnel. Nothing fragments or drops inside a stream,
 /// so larger packets only save per-packet work (crypto, framing, syscalls).
-pub(crate) const TUNNEL_MTU: u16 = 4096;
+/// At most 16383 minus a header: quinn asserts that a long-header packet's
+/// length fits a 2-byte varint (packet.rs: `len < 2^14`) and panics above.
+pub(crate) const TUNNEL_MTU: u16 = 16 * 1024;
 /// Packets queued each way between quinn and the pump tasks. When full,
 /// packets are dropped, as a UDP socket would, and QUIC's congestion
 /// control slows down.
 const QUEUE: usize = 512;
 /// Most bytes the writer batches into one stream write.
 const BATCH: usize = 64 * 1024;
+/// Most chunks a splice takes from one stream per write to the other. A
+/// chunk is what one received packet carried (~1.4 KB on a UDP path).
+const SPLICE_CHUNKS: usize = 64;
 
 /// A relay circuit: one QUIC stream used as a byte pipe in both directions.
 pub struct Tunnel {
@@ -96,6 +101,11 @@ impl TunnelWriter {
         self.send.write_all(bytes).await.map_err(write_err)
     }
 
+    /// Write all of `bufs` without copying; waits for flow control.
+    async fn write_all_chunks(&mut self, bufs: &mut [Bytes]) -> Result<(), TransportError> {
+        self.send.write_all_chunks(bufs).await.map_err(write_err)
+    }
+
     /// End this direction cleanly.
     pub fn finish(&mut self) {
         let _ = self.send.finish();
@@ -127,6 +137,11 @@ impl TunnelReader {
             Ok(None) => Ok(None),
             Err(e) => Err(read_err(e)),
         }
+    }
+
+    /// Fill `bufs` with the next chunks, without copying; `None` at the end.
+    async fn read_chunks(&mut self, bufs: &mut [Bytes]) -> Result<Option<usize>, TransportError> {
+        self.recv.read_chunks(bufs).await.map_err(read_err)
     }
 
     /// Tell the other end to stop sending.
@@ -347,18 +362,20 @@ async fn pump(
     mut stop_rx: tokio::sync::watch::Receiver<bool>,
 ) -> (u64, Option<String>) {
     let mut moved = 0u64;
+    let mut bufs = vec![Bytes::new(); SPLICE_CHUNKS];
     loop {
-        let chunk = tokio::select! {
-            c = from.read_chunk(BATCH) => c,
+        let read = tokio::select! {
+            r = from.read_chunks(&mut bufs) => r,
             _ = stop_rx.wait_for(|s| *s) => {
                 from.stop();
                 to.reset();
                 return (moved, None);
             }
         };
-        match chunk {
-            Ok(Some(bytes)) => {
-                match gate.admit(bytes.len()) {
+        match read {
+            Ok(Some(n)) => {
+                let bytes: usize = bufs[..n].iter().map(Bytes::len).sum();
+                match gate.admit(bytes) {
                     Ok(delay) if delay.is_zero() => {}
                     Ok(delay) => tokio::time::sleep(delay).await,
                     Err(reason) => {
@@ -368,12 +385,12 @@ async fn pump(
                         return (moved, Some(reason));
                     }
                 }
-                if let Err(e) = to.write_all(&bytes).await {
+                if let Err(e) = to.write_all_chunks(&mut bufs[..n]).await {
                     from.stop();
                     let _ = stop_tx.send(true);
                     return (moved, Some(e.to_string()));
                 }
-                moved += bytes.len() as u64;
+                moved += bytes as u64;
             }
             Ok(None) => {
                 to.finish();
