@@ -90,6 +90,7 @@ async fn function_deployed_at_one_super_is_callable_at_the_others() -> Result<()
             "hello",
             "--replicas",
             "1",
+            "--here",
             "--json",
         ],
         None,
@@ -103,12 +104,45 @@ async fn function_deployed_at_one_super_is_callable_at_the_others() -> Result<()
     assert_eq!(
         deployed["placed_on"][0],
         id_a.as_str(),
-        "the only client of A hosts it"
+        "--here: the deploying client hosts it"
     );
     assert!(
         deployed["published_on"].as_u64().unwrap_or(0) >= 1,
         "name record published: {deployed}"
     );
+
+    // Two replicas with a client behind A and one behind C: one each, the
+    // second through another super (which fetches the module from A).
+    let wasm2 = tagged_module(&wasm, "hello2")?;
+    let out = client_cmd(
+        api_a,
+        &[
+            "deploy",
+            wasm2.to_str().unwrap_or_default(),
+            "--name",
+            "hello2",
+            "--replicas",
+            "2",
+            "--json",
+        ],
+        None,
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deployed2: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut placed: Vec<String> = deployed2["placed_on"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    placed.sort();
+    let mut both = vec![id_a.clone(), b.field("id")];
+    both.sort();
+    assert_eq!(placed, both, "two replicas on the two clients: {deployed2}");
 
     // C's gateway resolves name -> hash -> provider -> home super A.
     let url_b = format!("http://{gw_b}/fn/hello");

@@ -587,36 +587,6 @@ async fn http(dev: &Device, url: String, body: Option<String>) -> Result<(u16, S
     task.await.context("http task")?
 }
 
-/// A copy of the `hello` module with a custom section naming `tag`, in the
-/// same directory. Replicas are per module hash, so seven deploys of the
-/// same bytes would share one replica; a custom section changes the hash
-/// and nothing else.
-fn tagged_module(wasm: &Path, tag: &str) -> Result<PathBuf> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut bytes = std::fs::read(wasm).with_context(|| format!("reading {wasm:?}"))?;
-    let name = b"orb-nat-lab";
-    let mut content = Vec::new();
-    leb128(name.len(), &mut content);
-    content.extend_from_slice(name);
-    content.extend_from_slice(tag.as_bytes());
-    bytes.push(0); // custom section
-    leb128(content.len(), &mut bytes);
-    bytes.extend_from_slice(&content);
-    let path = wasm.with_file_name(format!("{tag}.wasm"));
-    std::fs::write(&path, bytes).with_context(|| format!("writing {path:?}"))?;
-    Ok(path)
-}
-
 /// The IPv4 address of a device.
 fn ip(dev: &Device) -> Result<Ipv4Addr> {
     dev.ip()
@@ -909,7 +879,9 @@ async fn run(ctx: &mut Ctx, basic: bool) -> Result<()> {
     for spec in &CLIENTS {
         let node = ctx.node(spec.name)?;
         let fname = format!("fn-{}", spec.name);
-        let wasm = tagged_module(&ctx.wasm, &fname)?.display().to_string();
+        let wasm = common::tagged_module(&ctx.wasm, &fname)?
+            .display()
+            .to_string();
         let mut args = vec![
             "deploy",
             wasm.as_str(),

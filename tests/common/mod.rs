@@ -358,3 +358,33 @@ pub fn c_function(name: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// A copy of the `hello` module with a custom section naming `tag`, in the
+/// same directory. Replicas are per module hash, so deploys of the same
+/// bytes share replicas; a custom section changes the hash
+/// and nothing else.
+pub fn tagged_module(wasm: &Path, tag: &str) -> Result<PathBuf> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut bytes = std::fs::read(wasm).with_context(|| format!("reading {wasm:?}"))?;
+    let name = b"orb-test-tag";
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(tag.as_bytes());
+    bytes.push(0); // custom section
+    leb128(content.len(), &mut bytes);
+    bytes.extend_from_slice(&content);
+    let path = wasm.with_file_name(format!("{tag}.wasm"));
+    std::fs::write(&path, bytes).with_context(|| format!("writing {path:?}"))?;
+    Ok(path)
+}

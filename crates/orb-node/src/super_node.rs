@@ -121,6 +121,8 @@ struct Stats {
     receipts_refused: Counter,
     calls_forwarded: Counter,
     dht_stores_throttled: Counter,
+    /// Client tunnels closed because the client stopped answering pings.
+    health_closed: Counter,
     /// Calls, errors, in flight and latency per function name.
     per_function: crate::metrics::FunctionStats,
 }
@@ -486,6 +488,7 @@ impl SuperNode {
         tasks.spawn(serve_http(shared.clone(), listener, shutdown_rx.clone()));
         tasks.spawn(flush_ledger(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(autoscale(shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(health(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(overlay_maintenance(shared.clone(), remembered, shutdown_rx));
         info!(id = %shared.id, quic = %quic_addr, http = %http_addr, "super node started");
         Ok(SuperHandle {
@@ -594,6 +597,65 @@ fn register_client(shared: &Shared, conn: &Connection, hello: &Hello, generation
     if let Some(old) = clients.insert(conn.peer_id(), entry) {
         // A reconnect replaces the old tunnel; close it so its calls fail fast.
         old.conn.close("replaced by a newer connection");
+    }
+}
+
+/// How often every client is pinged.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How long a ping may take before it counts as missed.
+const HEALTH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Missed pings in a row after which a client's tunnel is closed (its
+/// replicas stop receiving calls and are placed elsewhere).
+const HEALTH_MISSES: u32 = 2;
+
+/// Ping every client each second. QUIC's idle timeout (10 s) would notice
+/// a dead client too, but a replica that stops answering should leave the
+/// provider set within a few seconds: after [`HEALTH_MISSES`] missed pings
+/// its tunnel is closed, which unregisters it and triggers re-placement.
+/// Pongs are answered by the client's async side, never behind a running
+/// function, so a busy replica is not mistaken for a dead one.
+async fn health(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut misses: HashMap<(OrbId, u64), u32> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        let clients: Vec<(OrbId, u64, Connection)> = lock(&shared.clients)
+            .iter()
+            .map(|(id, c)| (*id, c.generation, c.conn.clone()))
+            .collect();
+        let mut probes = JoinSet::new();
+        for (id, generation, conn) in clients {
+            probes.spawn(async move {
+                let ok = matches!(
+                    tokio::time::timeout(
+                        HEALTH_TIMEOUT,
+                        conn.request(&Request::Ping { nonce: generation }, &[], 0)
+                    )
+                    .await,
+                    Ok(Ok((Response::Pong { .. }, _)))
+                );
+                (id, generation, conn, ok)
+            });
+        }
+        let mut seen = HashSet::new();
+        while let Some(Ok((id, generation, conn, ok))) = probes.join_next().await {
+            seen.insert((id, generation));
+            if ok {
+                misses.remove(&(id, generation));
+                continue;
+            }
+            let n = misses.entry((id, generation)).or_insert(0);
+            *n += 1;
+            if *n >= HEALTH_MISSES {
+                warn!(client = %id.short(), missed = *n, "client stopped answering pings; closing its tunnel");
+                shared.stats.health_closed.inc();
+                conn.close("health check failed");
+                misses.remove(&(id, generation));
+            }
+        }
+        misses.retain(|k, _| seen.contains(k));
     }
 }
 
@@ -731,7 +793,18 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
             )),
             Bytes::new(),
         ),
-        Request::Run { .. } | Request::Place { .. } | Request::Unplace { .. } => (
+        Request::Place { name, hash } => match place_for_peer(&shared, from, &name, hash).await {
+            Ok(node) => (
+                Response::Deployed {
+                    name,
+                    hash,
+                    placed_on: vec![node],
+                },
+                Bytes::new(),
+            ),
+            Err(e) => (Response::Error(e), Bytes::new()),
+        },
+        Request::Run { .. } | Request::Unplace { .. } => (
             Response::Error(WireError::new(
                 ErrorKind::BadRequest,
                 "a super node does not host replicas",
@@ -904,9 +977,226 @@ fn spread_by_network<T>(
     out
 }
 
-/// Place `f` on clients until it has `replicas` live holders, trying
-/// `first` before anyone else. Returns the nodes that hold it afterwards.
+/// This super's clients that could host `hash`, best first: fewest hosted
+/// replicas, then least busy, spread over networks (public IPs) not yet
+/// holding it; `first` goes first when it qualifies.
+fn ranked_candidates(
+    clients: &HashMap<OrbId, ClientEntry>,
+    hash: &ContentHash,
+    first: Option<OrbId>,
+) -> Vec<(OrbId, Connection)> {
+    let mut ranked: Vec<(usize, u32, OrbId, Connection, std::net::IpAddr)> = clients
+        .iter()
+        .filter(|(_, c)| c.capacity > 0 && !c.hosted.contains(hash))
+        .map(|(id, c)| {
+            (
+                c.hosted.len(),
+                c.in_flight.load(Ordering::Relaxed),
+                *id,
+                c.conn.clone(),
+                c.observed.ip(),
+            )
+        })
+        .collect();
+    ranked.sort_by_key(|(n, busy, id, _, _)| (*n, *busy, *id));
+    // A candidate seen from a public address no holder (or earlier pick)
+    // has goes first, so one site's outage does not take every replica.
+    let mut used: HashSet<std::net::IpAddr> = clients
+        .values()
+        .filter(|c| c.hosted.contains(hash))
+        .map(|c| c.observed.ip())
+        .collect();
+    let mut out = spread_by_network(
+        ranked
+            .into_iter()
+            .map(|(_, _, id, conn, ip)| ((id, conn), ip))
+            .collect(),
+        &mut used,
+    );
+    if let Some(first) = first
+        && let Some(i) = out.iter().position(|(id, _)| *id == first)
+    {
+        let c = out.remove(i);
+        out.insert(0, c);
+    }
+    out
+}
+
+/// Ask client `id` to fetch, verify and prepare `name`/`hash`.
+async fn place_on(
+    shared: &Arc<Shared>,
+    name: &str,
+    hash: ContentHash,
+    id: OrbId,
+    conn: &Connection,
+) -> bool {
+    let req = Request::Place {
+        name: name.to_string(),
+        hash,
+    };
+    match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
+        Ok(Ok((Response::Placed, _))) => {
+            if let Some(c) = lock(&shared.clients).get_mut(&id) {
+                c.hosted.insert(hash);
+            }
+            info!(function = %name, node = %id.short(), "replica placed");
+            true
+        }
+        Ok(Ok((other, _))) => {
+            warn!(function = %name, node = %id.short(), answer = ?other, "placement refused");
+            false
+        }
+        Ok(Err(e)) => {
+            warn!(function = %name, node = %id.short(), error = %e, "placement failed");
+            false
+        }
+        Err(_) => {
+            warn!(function = %name, node = %id.short(), "placement timed out");
+            false
+        }
+    }
+}
+
+/// Nodes holding `hash` that are clients of other supers, as their
+/// provider records in the DHT say.
+async fn remote_holders(shared: &Arc<Shared>, hash: &ContentHash) -> Vec<OrbId> {
+    let own: HashSet<OrbId> = lock(&shared.clients).keys().copied().collect();
+    match dht::providers(&shared.overlay, hash).await {
+        Ok(ps) => ps
+            .iter()
+            .filter_map(|p| p.node.parse::<OrbId>().ok())
+            .filter(|id| !own.contains(id) && *id != shared.id)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Ask other supers (from the routing table) to place `need` replicas of
+/// `f` on their clients; each fetches the module from this super by hash.
+async fn place_elsewhere(shared: &Arc<Shared>, f: &FunctionRecord, need: usize) -> Vec<OrbId> {
+    let mut placed = Vec::new();
+    if need == 0 {
+        return placed;
+    }
+    let supers = shared.overlay.routing_table().await.unwrap_or_default();
+    for sup in supers.into_iter().filter(|s| s.id != shared.id) {
+        if placed.len() >= need {
+            break;
+        }
+        let Ok(conn) = peer_conn(shared, sup).await else {
+            continue;
+        };
+        let req = Request::Place {
+            name: f.name.clone(),
+            hash: f.hash,
+        };
+        match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
+            Ok(Ok((Response::Deployed { placed_on, .. }, _))) => {
+                info!(function = %f.name, via = %sup.id.short(), nodes = placed_on.len(), "replica placed through another super");
+                placed.extend(placed_on);
+            }
+            Ok(Ok((Response::Error(e), _))) => {
+                debug!(function = %f.name, via = %sup.id.short(), error = %e, "other super cannot place")
+            }
+            other => {
+                debug!(function = %f.name, via = %sup.id.short(), answer = ?other.map(|r| r.map(|(r, _)| r)), "other super did not place")
+            }
+        }
+    }
+    placed
+}
+
+/// Another super asks this one to host a replica of `name`/`hash` on one
+/// of its clients: fetch the module from it by hash (unless stored),
+/// verify and validate it, store it, and place it.
+async fn place_for_peer(
+    shared: &Arc<Shared>,
+    from: PeerAddr,
+    name: &str,
+    hash: ContentHash,
+) -> Result<OrbId, WireError> {
+    check_name(name)?;
+    if lock(&shared.clients).contains_key(&from.id) {
+        return Err(WireError::new(
+            ErrorKind::BadRequest,
+            "clients do not place replicas",
+        ));
+    }
+    let candidates = ranked_candidates(&lock(&shared.clients), &hash, None);
+    if candidates.is_empty() {
+        return Err(WireError::new(
+            ErrorKind::Unavailable,
+            "no client with spare capacity on this super",
+        ));
+    }
+    let store = shared.store.clone();
+    let have = blocking(move || store.has_module(&hash))
+        .await
+        .map_err(|e| e.to_wire())?
+        .unwrap_or(false);
+    if !have {
+        let conn = peer_conn(shared, from).await.map_err(|e| e.to_wire())?;
+        let answer = tokio::time::timeout(
+            PLACE_TIMEOUT,
+            conn.request(
+                &Request::FetchModule { hash },
+                &[],
+                orb_proto::limits::MAX_MODULE,
+            ),
+        )
+        .await
+        .map_err(|_| WireError::new(ErrorKind::Unavailable, "module fetch timed out"))?
+        .map_err(|e| NodeError::from(e).to_wire())?;
+        let bytes = match answer {
+            (Response::Module { .. }, bytes) => bytes,
+            (Response::Error(e), _) => return Err(e),
+            (other, _) => {
+                return Err(WireError::new(
+                    ErrorKind::Internal,
+                    format!("unexpected answer to FetchModule: {other:?}"),
+                ));
+            }
+        };
+        // Content addressing: the bytes must be the module asked for, and
+        // this super validates them itself before any client sees them.
+        if ContentHash::of(&bytes) != hash {
+            return Err(WireError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "module bytes from {} do not hash to {hash}",
+                    from.id.short()
+                ),
+            ));
+        }
+        let rt = shared.runtime.clone();
+        let m = bytes.clone();
+        blocking(move || rt.validate(&m))
+            .await
+            .map_err(|e| e.to_wire())?
+            .map_err(|e| WireError::new(ErrorKind::BadRequest, format!("module refused: {e}")))?;
+        let store = shared.store.clone();
+        blocking(move || store.put_module(&hash, &bytes))
+            .await
+            .map_err(|e| e.to_wire())?
+            .map_err(|e| NodeError::from(e).to_wire())?;
+    }
+    for (id, conn) in candidates {
+        if place_on(shared, name, hash, id, &conn).await {
+            return Ok(id);
+        }
+    }
+    Err(WireError::new(
+        ErrorKind::Unavailable,
+        "no client of this super accepted the replica",
+    ))
+}
+
+/// Place `f` until it has its wanted number of live holders, trying
+/// `first` before anyone else. When other supers are known, about half the
+/// replicas go to their clients (spread across home supers), and either
+/// side takes up what the other cannot. Returns the holders afterwards.
 async fn place(shared: &Arc<Shared>, f: &FunctionRecord, first: Option<OrbId>) -> Vec<OrbId> {
+    let want = wanted(shared, f) as usize;
     let (mut holders, candidates) = {
         let clients = lock(&shared.clients);
         let holders: Vec<OrbId> = clients
@@ -914,70 +1204,56 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord, first: Option<OrbId>) -
             .filter(|(_, c)| c.hosted.contains(&f.hash))
             .map(|(id, _)| *id)
             .collect();
-        let mut ranked: Vec<(usize, u32, OrbId, Connection, std::net::IpAddr)> = clients
-            .iter()
-            .filter(|(_, c)| c.capacity > 0 && !c.hosted.contains(&f.hash))
-            .map(|(id, c)| {
-                (
-                    c.hosted.len(),
-                    c.in_flight.load(Ordering::Relaxed),
-                    *id,
-                    c.conn.clone(),
-                    c.observed.ip(),
-                )
-            })
-            .collect();
-        // Fewest hosted replicas first, then least busy: spreads functions.
-        ranked.sort_by_key(|(n, busy, id, _, _)| (*n, *busy, *id));
-        // Then spread over networks: a candidate seen from a public address
-        // no holder (or earlier pick) has goes first, so one site's outage
-        // does not take every replica.
-        let mut used: HashSet<std::net::IpAddr> = clients
-            .iter()
-            .filter(|(_, c)| c.hosted.contains(&f.hash))
-            .map(|(_, c)| c.observed.ip())
-            .collect();
-        let candidates = spread_by_network(
-            ranked
-                .into_iter()
-                .map(|(n, busy, id, conn, ip)| ((n, busy, id, conn), ip))
-                .collect(),
-            &mut used,
-        );
-        let mut candidates = candidates;
-        if let Some(first) = first
-            && let Some(i) = candidates.iter().position(|(_, _, id, _)| *id == first)
-        {
-            let c = candidates.remove(i);
-            candidates.insert(0, c);
-        }
-        (holders, candidates)
+        (holders, ranked_candidates(&clients, &f.hash, first))
     };
-    let want = wanted(shared, f) as usize;
-    for (_, _, id, conn) in candidates {
-        if holders.len() >= want {
-            break;
+    // Only the super the function was deployed through spreads it to others
+    // (one decision-maker per function, no ping-pong).
+    let owner_here = read_lock(&shared.functions).contains_key(&f.name);
+    let remote = if owner_here {
+        remote_holders(shared, &f.hash).await
+    } else {
+        Vec::new()
+    };
+    let others_known = owner_here
+        && shared
+            .overlay
+            .routing_table()
+            .await
+            .is_ok_and(|t| t.iter().any(|p| p.id != shared.id));
+    let local_quota = if others_known { want.div_ceil(2) } else { want };
+    let mut candidates = candidates.into_iter();
+    let mut place_locally = |holders: &mut Vec<OrbId>, upto: usize| {
+        let mut picks = Vec::new();
+        while holders.len() + picks.len() < upto {
+            match candidates.next() {
+                Some(c) => picks.push(c),
+                None => break,
+            }
         }
-        let req = Request::Place {
-            name: f.name.clone(),
-            hash: f.hash,
-        };
-        match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
-            Ok(Ok((Response::Placed, _))) => {
-                let mut clients = lock(&shared.clients);
-                if let Some(c) = clients.get_mut(&id) {
-                    c.hosted.insert(f.hash);
-                }
+        picks
+    };
+    for (id, conn) in place_locally(&mut holders, local_quota.min(want)) {
+        if place_on(shared, &f.name, f.hash, id, &conn).await {
+            holders.push(id);
+        }
+    }
+    let mut total = holders.len() + remote.len();
+    if owner_here && total < want {
+        let got = place_elsewhere(shared, f, want - total).await;
+        total += got.len();
+        holders.extend(got);
+    }
+    if total < want {
+        let upto = holders.len() + (want - total);
+        for (id, conn) in place_locally(&mut holders, upto) {
+            if place_on(shared, &f.name, f.hash, id, &conn).await {
                 holders.push(id);
-                info!(function = %f.name, node = %id.short(), "replica placed");
             }
-            Ok(Ok((other, _))) => {
-                warn!(function = %f.name, node = %id.short(), answer = ?other, "placement refused")
-            }
-            Ok(Err(e)) => {
-                warn!(function = %f.name, node = %id.short(), error = %e, "placement failed")
-            }
-            Err(_) => warn!(function = %f.name, node = %id.short(), "placement timed out"),
+        }
+    }
+    for r in remote {
+        if !holders.contains(&r) {
+            holders.push(r);
         }
     }
     if holders.is_empty() {
@@ -1734,6 +2010,11 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut e = Exposition::default();
     let b = &shared.bridge.stats;
     for (name, help, v) in [
+        (
+            "orb_clients_unresponsive_total",
+            "Client tunnels closed after missed health pings.",
+            st.health_closed.get(),
+        ),
         (
             "orb_punches_coordinated_total",
             "Hole punches this super coordinated.",

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use orb_proto::wire::{Request, Response};
 use orb_proto::{Keypair, OrbId, PeerAddr};
-use orb_transport::{
-    Connection, Endpoint, SpliceGate, TransportConfig, TransportError, Tunnel, splice,
-};
+use orb_transport::{Endpoint, SpliceGate, TransportConfig, TransportError, Tunnel};
+
+#[path = "support/relay_lab.rs"]
+mod relay_lab;
+use relay_lab::{serve_relay, serve_relayed};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -51,66 +53,6 @@ impl SpliceGate for Volume {
     }
 }
 
-/// Serve a node that accepts relayed circuits: every `RelayIncoming` on its
-/// link to the relay becomes an endpoint whose connections answer Ping.
-fn serve_relayed(link: Connection, keypair: Keypair) {
-    tokio::spawn(async move {
-        while let Ok(incoming) = link.accept_request().await {
-            if !matches!(incoming.request(), Request::RelayIncoming { .. }) {
-                continue;
-            }
-            let Ok(tunnel) = incoming.accept_tunnel().await else {
-                continue;
-            };
-            let Ok(ep) = Endpoint::over_tunnel(tunnel, &keypair, TransportConfig::default()) else {
-                continue;
-            };
-            tokio::spawn(async move {
-                while let Some(conn) = ep.accept().await {
-                    tokio::spawn(async move {
-                        while let Ok(req) = conn.accept_request().await {
-                            let (req, body, responder) = req.split();
-                            if let Request::Ping { nonce } = req {
-                                let _ = responder.respond(&Response::Pong { nonce }, &body).await;
-                            }
-                        }
-                    });
-                }
-            });
-        }
-    });
-}
-
-/// The relay: accept `Relay { target }` from anyone and splice it to a
-/// `RelayIncoming` stream on the target's link.
-fn serve_relay(relay: Endpoint, target_link: Connection, gate: Arc<dyn SpliceGate>) {
-    tokio::spawn(async move {
-        while let Some(conn) = relay.accept().await {
-            let target_link = target_link.clone();
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                while let Ok(incoming) = conn.accept_request().await {
-                    let from = conn.peer_id();
-                    let target_link = target_link.clone();
-                    let gate = gate.clone();
-                    tokio::spawn(async move {
-                        let Ok((_, Some(to_target))) = target_link
-                            .open_tunnel(&Request::RelayIncoming { from })
-                            .await
-                        else {
-                            return;
-                        };
-                        let Ok(to_caller) = incoming.accept_tunnel().await else {
-                            return;
-                        };
-                        splice(to_caller, to_target, gate).await;
-                    });
-                }
-            });
-        }
-    });
-}
-
 struct Setup {
     caller: Endpoint,
     caller_key: Keypair,
@@ -138,7 +80,7 @@ async fn setup(gate: Arc<dyn SpliceGate>) -> Result<Setup> {
     let relay_side = tokio::time::timeout(T, relay.accept())
         .await?
         .context("relay accept")?;
-    serve_relayed(link, target_key);
+    serve_relayed(link, target_key, true);
     serve_relay(relay.clone(), relay_side, gate);
     Ok(Setup {
         caller,
