@@ -30,7 +30,11 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use orb_proto::wire::{Request, Response};
 use orb_proto::{Keypair, PeerAddr};
-use orb_transport::{Connection, Endpoint, SpliceGate, TransportConfig, splice};
+use orb_transport::{Connection, Endpoint, SpliceGate, TransportConfig};
+
+#[path = "../crates/orb-transport/tests/support/relay_lab.rs"]
+mod relay_lab;
+use relay_lab::{serve_pings, serve_relay, serve_relayed};
 
 /// Request body of the throughput benches.
 const BODY: usize = 4 << 20;
@@ -68,79 +72,6 @@ fn peer(ep: &Endpoint) -> PeerAddr {
     }
 }
 
-/// Answer every Ping on `conn` with an empty Pong.
-fn answer_pings(conn: Connection) {
-    tokio::spawn(async move {
-        while let Ok(req) = conn.accept_request().await {
-            let (req, _body, responder) = req.split();
-            if let Request::Ping { nonce } = req {
-                tokio::spawn(async move {
-                    let _ = responder.respond(&Response::Pong { nonce }, &[]).await;
-                });
-            }
-        }
-    });
-}
-
-/// Serve every connection `ep` accepts with [`answer_pings`].
-fn serve(ep: Endpoint) {
-    tokio::spawn(async move {
-        while let Some(conn) = ep.accept().await {
-            answer_pings(conn);
-        }
-    });
-}
-
-/// The target's side of its link to the relay: every `RelayIncoming`
-/// becomes an endpoint whose connections answer Ping.
-fn serve_relayed(link: Connection, key: Keypair) {
-    tokio::spawn(async move {
-        while let Ok(incoming) = link.accept_request().await {
-            if !matches!(incoming.request(), Request::RelayIncoming { .. }) {
-                continue;
-            }
-            let Ok(tunnel) = incoming.accept_tunnel().await else {
-                continue;
-            };
-            let Ok(ep) = Endpoint::over_tunnel(tunnel, &key, TransportConfig::default()) else {
-                continue;
-            };
-            serve(ep);
-        }
-    });
-}
-
-/// The relay: splice every `Relay { target }` stream to a `RelayIncoming`
-/// stream on the target's link.
-fn serve_relay(relay: Endpoint, target_link: Connection) {
-    let gate: Arc<dyn SpliceGate> = Arc::new(Open);
-    tokio::spawn(async move {
-        while let Some(conn) = relay.accept().await {
-            let target_link = target_link.clone();
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                while let Ok(incoming) = conn.accept_request().await {
-                    let from = conn.peer_id();
-                    let target_link = target_link.clone();
-                    let gate = gate.clone();
-                    tokio::spawn(async move {
-                        let Ok((_, Some(to_target))) = target_link
-                            .open_tunnel(&Request::RelayIncoming { from })
-                            .await
-                        else {
-                            return;
-                        };
-                        let Ok(to_caller) = incoming.accept_tunnel().await else {
-                            return;
-                        };
-                        splice(to_caller, to_target, gate).await;
-                    });
-                }
-            });
-        }
-    });
-}
-
 fn start() -> Net {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -161,10 +92,10 @@ fn start() -> Net {
             .await
             .expect("relay accept in time")
             .expect("relay accept");
-        serve_relayed(link, target_key);
-        serve_relay(relay.clone(), relay_side);
+        serve_relayed(link, target_key, false);
+        serve_relay(relay.clone(), relay_side, Arc::new(Open));
         // Direct connections to the target answer Ping too.
-        serve(target.clone());
+        serve_pings(target.clone(), false);
 
         let direct = caller.connect(peer(&target)).await.expect("direct");
 
