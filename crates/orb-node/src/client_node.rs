@@ -1345,7 +1345,9 @@ struct DeployedJson {
 /// `max_replicas`, repeatable `arg` and `env` (`K=V`), and the per-call
 /// limits `fuel`, `memory_bytes`, `timeout_ms` and `max_output` (each node
 /// clamps them to its own maxima when it runs a call).
-fn deploy_params(query: Option<&str>) -> Result<(String, FunctionSettings, bool), WireError> {
+pub(crate) fn deploy_params(
+    query: Option<&str>,
+) -> Result<(String, FunctionSettings, bool), WireError> {
     let bad = |m: String| WireError::new(ErrorKind::BadRequest, m);
     let mut name = None;
     let mut here = false;

@@ -30,3 +30,68 @@ pub use super_node::{SuperHandle, SuperNode};
 
 /// Software name and version sent in `Hello` and shown in status.
 pub const AGENT: &str = concat!("orb/", env!("CARGO_PKG_VERSION"));
+
+/// The gateway's request parsing as plain functions, for the fuzz targets in
+/// `fuzz/` and the property tests. Thin wrappers, not an API: nothing here
+/// is stable.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use axum::body::Body;
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    use orb_proto::wire::{CallMeta, ErrorKind, FunctionSettings, WireError};
+
+    /// A header map from raw pairs, skipping pairs that are not a valid
+    /// header name and value (hyper refuses those before a handler runs).
+    pub fn header_map(pairs: &[(&[u8], &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k), HeaderValue::from_bytes(v)) {
+                map.append(k, v);
+            }
+        }
+        map
+    }
+
+    /// Deploy settings from the local API's deploy query string.
+    pub fn deploy_params(
+        query: Option<&str>,
+    ) -> Result<(String, FunctionSettings, bool), WireError> {
+        crate::client_node::deploy_params(query)
+    }
+
+    /// Call metadata from a method, a query string and headers.
+    pub fn call_meta(
+        method: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        request_id: String,
+    ) -> CallMeta {
+        crate::http_util::call_meta(method, query, headers, request_id)
+    }
+
+    /// Read `body` under `limit` as the gateway does, given the request's
+    /// headers (Content-Length is checked first). A body held in memory is
+    /// ready at the first poll, so no executor is needed.
+    pub fn read_body(
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<u8>, WireError> {
+        let fut = pin!(crate::http_util::read_body(
+            headers,
+            Body::from(body),
+            limit
+        ));
+        match fut.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.map(|b| b.to_vec()),
+            Poll::Pending => Err(WireError::new(
+                ErrorKind::Internal,
+                "an in-memory body was not ready at the first poll",
+            )),
+        }
+    }
+}
