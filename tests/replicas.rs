@@ -130,9 +130,11 @@ async fn all_replicas_busy_is_429_then_calls_succeed_again() -> Result<()> {
     let gw = net.gw;
     let long = tokio::spawn(async move { call(gw, "slow", "").await });
     // Wait until the long call holds the only slot.
+    // Generous: with the other replica tests spinning wasm on the same two
+    // cores, the call can take a while to reach the client.
     wait_for(
         "the long call in flight",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || async {
             let v = get_json(&format!("http://{gw}/api/functions/slow")).await?;
             Ok((v["replicas"][0]["in_flight"].as_u64() == Some(1)).then_some(()))
