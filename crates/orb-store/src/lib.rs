@@ -362,6 +362,40 @@ impl Store {
         txn.commit().map_err(db_err)
     }
 
+    /// Save where `name` is placed, but only while it still holds `hash`;
+    /// read, check and write are one transaction. Returns whether it wrote.
+    ///
+    /// Placement runs after the deploy's own commit and can take long (a
+    /// client that stopped answering holds it until it is declared dead).
+    /// A newer deploy of the same name may commit meanwhile; writing the
+    /// older whole record back ([`Store::put_function`]) would revert the
+    /// name to the old module on disk while the node serves the new one,
+    /// so the newer, acknowledged deploy would be lost at the next restart.
+    pub fn update_placements(
+        &self,
+        name: &str,
+        hash: &ContentHash,
+        placements: &[OrbId],
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(FUNCTIONS).map_err(db_err)?;
+            let current: Option<FunctionRecord> = match t.get(name).map_err(db_err)? {
+                Some(v) => Some(dec("function", v.value())?),
+                None => None,
+            };
+            let Some(mut record) = current.filter(|r| r.hash == *hash) else {
+                // Superseded (or removed): leave the newer state alone.
+                return Ok(false);
+            };
+            record.placements = placements.to_vec();
+            let bytes = enc("function", &record)?;
+            t.insert(name, bytes.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(true)
+    }
+
     /// A function record by name.
     pub fn function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
