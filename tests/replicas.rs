@@ -12,17 +12,38 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use common::*;
 
-/// Burns CPU for a while (a counted loop), then writes "done".
-const SLOW_WAT: &str = r#"(module
+/// Burns CPU for a while (a counted loop of `iterations`), then writes
+/// "done". At about 2e9 metering points/s, 150M iterations take ~0.3 s of a
+/// free core.
+fn slow_wat(iterations: u32) -> String {
+    format!(
+        r#"(module
   (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 16) "done")
   (func (export "_start") (local $i i32)
     (loop $l
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br_if $l (i32.lt_u (local.get $i) (i32.const 150000000))))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const {iterations}))))
     (i32.store (i32.const 0) (i32.const 16)) (i32.store (i32.const 4) (i32.const 4))
-    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    )
+}
+
+/// Short calls, for load: many of them pile up in flight.
+fn slow_short() -> String {
+    slow_wat(150_000_000)
+}
+
+/// Calls that must overlap with others whatever the machine is doing: ~3 s
+/// of a free core. A 0.3 s call could start and finish between two polls of
+/// a busy test machine, which made the overlap these tests need a race.
+fn slow_long() -> String {
+    slow_wat(1_500_000_000)
+}
+
+/// Deploy flags for `slow_long`: room for it on a loaded machine.
+const LONG_LIMITS: [&str; 4] = ["--timeout-ms", "60000", "--fuel", "100000000000"];
 
 struct Net {
     _tmp: tempfile::TempDir,
@@ -103,8 +124,13 @@ async fn call(gw: SocketAddr, name: &str, body: &str) -> Result<(u16, String, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_spread_over_capacity_one_replicas() -> Result<()> {
     let net = network(3, 1, &[]).await?;
-    let slow = wat_file(net._tmp.path(), "slow.wasm", SLOW_WAT);
-    let d = deploy(&net, &slow, "slow", &["--replicas", "3"])?;
+    let slow = wat_file(net._tmp.path(), "slow.wasm", &slow_long());
+    let d = deploy(
+        &net,
+        &slow,
+        "slow",
+        &[&["--replicas", "3"][..], &LONG_LIMITS].concat(),
+    )?;
     assert_eq!(d["placed_on"].as_array().map_or(0, |a| a.len()), 3, "{d}");
     let calls = (0..3).map(|_| call(net.gw, "slow", ""));
     let results = futures_join(calls).await;
@@ -125,17 +151,26 @@ async fn concurrent_calls_spread_over_capacity_one_replicas() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn all_replicas_busy_is_429_then_calls_succeed_again() -> Result<()> {
     let net = network(1, 1, &[]).await?;
-    let slow = wat_file(net._tmp.path(), "slow.wasm", SLOW_WAT);
-    deploy(&net, &slow, "slow", &["--replicas", "1"])?;
+    let slow = wat_file(net._tmp.path(), "slow.wasm", &slow_long());
+    deploy(
+        &net,
+        &slow,
+        "slow",
+        &[&["--replicas", "1"][..], &LONG_LIMITS].concat(),
+    )?;
     let gw = net.gw;
     let long = tokio::spawn(async move { call(gw, "slow", "").await });
     // Wait until the long call holds the only slot.
     // Generous: with the other replica tests spinning wasm on the same two
     // cores, the call can take a while to reach the client.
+    let long_done = || long.is_finished();
     wait_for(
         "the long call in flight",
         Duration::from_secs(60),
         || async {
+            if long_done() {
+                bail!("the long call ended before it was seen in flight");
+            }
             let v = get_json(&format!("http://{gw}/api/functions/slow")).await?;
             Ok((v["replicas"][0]["in_flight"].as_u64() == Some(1)).then_some(()))
         },
@@ -219,7 +254,7 @@ async fn sustained_load_adds_a_replica_and_idleness_removes_it() -> Result<()> {
         ],
     )
     .await?;
-    let slow = wat_file(net._tmp.path(), "slow.wasm", SLOW_WAT);
+    let slow = wat_file(net._tmp.path(), "slow.wasm", &slow_short());
     deploy(
         &net,
         &slow,
