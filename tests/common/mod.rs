@@ -388,3 +388,20 @@ pub fn tagged_module(wasm: &Path, tag: &str) -> Result<PathBuf> {
     std::fs::write(&path, bytes).with_context(|| format!("writing {path:?}"))?;
     Ok(path)
 }
+
+/// One sample of a super's or client's `/metrics`, by its series as it is
+/// written there (`name` or `name{label="value"}`); 0 when absent.
+pub async fn metric(http_addr: SocketAddr, series: &str) -> Result<f64> {
+    let url = format!("http://{http_addr}/metrics");
+    let text = http().get(&url).send().await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .unwrap_or(0.0))
+}

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use orb_node::cli::{
-    SuperFile, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
+    Limits, SuperFile, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
     shutdown_signal,
 };
 use orb_node::config::{DEFAULT_SUPER_HTTP, DEFAULT_SUPER_QUIC};
@@ -26,7 +26,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the super node until Ctrl-C or SIGTERM.
-    Run(RunArgs),
+    // Boxed: the run flags dwarf the other variant.
+    Run(Box<RunArgs>),
     /// Print this node's Orb ID (creating the identity if needed).
     Id {
         /// Data directory holding the node's store [default: $XDG_DATA_HOME/orb/super].
@@ -41,7 +42,8 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// TOML file with the settings below (keys as the flags: data-dir,
-    /// listen, http, bootstrap = [..], public-addr, max-body). Flags win.
+    /// listen, http, bootstrap = [..], public-addr, max-body,
+    /// max-http-connections and the other limits). Flags win.
     #[arg(long, env = "ORB_SUPER_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory holding the node's store (identity, functions, modules)
@@ -74,6 +76,32 @@ struct RunArgs {
     /// Seconds without calls before a replica added under load is removed.
     #[arg(long, default_value_t = 60)]
     scale_idle_secs: u64,
+    /// HTTP connections open at once; one more gets `503 Retry-After: 1`
+    /// and is closed. Bounds file descriptors and memory under a flood.
+    #[arg(long, default_value_t = Limits::default().max_http_connections)]
+    max_http_connections: usize,
+    /// HTTP connections open at once from one IP address (IPv6: one /64),
+    /// so a single host cannot take every slot.
+    #[arg(long, default_value_t = Limits::default().max_http_connections_per_ip)]
+    max_http_connections_per_ip: usize,
+    /// Seconds a client has to send a whole request head; a connection
+    /// that sends nothing (before a request or between two) is closed after
+    /// it too. The defence against slowloris.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().http_header_timeout)]
+    http_header_timeout: u64,
+    /// Seconds a client has to send a request body once its head arrived
+    /// (408 beyond), and that a response may wait for the client to read.
+    /// The defence against slow bodies; 60 s lets 8 MiB through at ~1.1 Mbit/s.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().http_request_timeout)]
+    http_request_timeout: u64,
+    /// QUIC connections (in and out) open at once; incoming ones beyond
+    /// it are refused.
+    #[arg(long, default_value_t = Limits::default().max_quic_connections)]
+    max_quic_connections: usize,
+    /// Requests (QUIC streams) one peer may have open at once on one
+    /// connection.
+    #[arg(long, default_value_t = Limits::default().max_streams_per_connection)]
+    max_streams_per_connection: u32,
 }
 
 #[tokio::main]
@@ -99,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
                 .subcommand_matches("run")
                 .cloned()
                 .unwrap_or_default();
-            run(args, &given).await
+            run(*args, &given).await
         }
     }
 }
@@ -120,7 +148,7 @@ async fn run(args: RunArgs, m: &ArgMatches) -> anyhow::Result<()> {
     };
     let data_dir = args
         .data_dir
-        .or(file.data_dir)
+        .or(file.data_dir.clone())
         .unwrap_or_else(|| default_data_dir("super"));
     let mut config = SuperConfig::new(data_dir.clone());
     config.listen = file
@@ -144,6 +172,18 @@ async fn run(args: RunArgs, m: &ArgMatches) -> anyhow::Result<()> {
     config.scale_target = args.scale_target;
     config.scale_up_after = std::time::Duration::from_secs(args.scale_up_secs.max(1));
     config.scale_idle = std::time::Duration::from_secs(args.scale_idle_secs.max(1));
+    let limits = Limits {
+        max_http_connections: args.max_http_connections,
+        max_http_connections_per_ip: args.max_http_connections_per_ip,
+        http_header_timeout: args.http_header_timeout,
+        http_request_timeout: args.http_request_timeout,
+        max_quic_connections: args.max_quic_connections,
+        max_streams_per_connection: args.max_streams_per_connection,
+    }
+    .merge(file.limits(), |id| given(m, id));
+    limits
+        .apply(&mut config.http_limits, &mut config.transport)
+        .map_err(anyhow::Error::msg)?;
     let node = SuperNode::start(config)
         .await
         .with_context(|| format!("starting the super node (data dir {})", data_dir.display()))?;

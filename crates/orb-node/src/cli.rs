@@ -3,8 +3,12 @@
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use orb_proto::PeerAddr;
+use orb_transport::TransportConfig;
+
+use crate::http_server::HttpLimits;
 
 /// Parse `ORBID@HOST:PORT`, resolving HOST if it is a name. For clap's
 /// `value_parser`.
@@ -84,6 +88,12 @@ pub async fn shutdown_signal() {
 /// public-addr = "203.0.113.7:7700"
 /// bootstrap = ["ORBID@seed.example.org:7700"]
 /// max-body = 8388608
+/// max-http-connections = 1024
+/// max-http-connections-per-ip = 256
+/// http-header-timeout = 10
+/// http-request-timeout = 60
+/// max-quic-connections = 4096
+/// max-streams-per-connection = 256
 /// ```
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -104,6 +114,18 @@ pub struct SuperFile {
     /// `--max-body`.
     #[serde(alias = "max_body")]
     pub max_body: Option<usize>,
+    /// `--max-http-connections`.
+    pub max_http_connections: Option<usize>,
+    /// `--max-http-connections-per-ip`.
+    pub max_http_connections_per_ip: Option<usize>,
+    /// `--http-header-timeout`, in seconds.
+    pub http_header_timeout: Option<u64>,
+    /// `--http-request-timeout`, in seconds.
+    pub http_request_timeout: Option<u64>,
+    /// `--max-quic-connections`.
+    pub max_quic_connections: Option<usize>,
+    /// `--max-streams-per-connection`.
+    pub max_streams_per_connection: Option<u32>,
 }
 
 /// Settings of `orb-client daemon` read from a TOML file (`--config
@@ -115,6 +137,8 @@ pub struct SuperFile {
 /// listen = "0.0.0.0:0"
 /// api = "127.0.0.1:7790"
 /// capacity = 4
+/// max-http-connections = 1024
+/// http-header-timeout = 10
 /// ```
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -131,6 +155,188 @@ pub struct ClientFile {
     pub api: Option<std::net::SocketAddr>,
     /// `--capacity`.
     pub capacity: Option<usize>,
+    /// `--max-http-connections`.
+    pub max_http_connections: Option<usize>,
+    /// `--max-http-connections-per-ip`.
+    pub max_http_connections_per_ip: Option<usize>,
+    /// `--http-header-timeout`, in seconds.
+    pub http_header_timeout: Option<u64>,
+    /// `--http-request-timeout`, in seconds.
+    pub http_request_timeout: Option<u64>,
+    /// `--max-quic-connections`.
+    pub max_quic_connections: Option<usize>,
+    /// `--max-streams-per-connection`.
+    pub max_streams_per_connection: Option<u32>,
+}
+
+/// The connection and request limits as the flags (or config keys) of
+/// both binaries give them; [`Limits::apply`] checks them and sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-http-connections`.
+    pub max_http_connections: usize,
+    /// `--max-http-connections-per-ip`.
+    pub max_http_connections_per_ip: usize,
+    /// `--http-header-timeout`, seconds.
+    pub http_header_timeout: u64,
+    /// `--http-request-timeout`, seconds.
+    pub http_request_timeout: u64,
+    /// `--max-quic-connections`.
+    pub max_quic_connections: usize,
+    /// `--max-streams-per-connection`.
+    pub max_streams_per_connection: u32,
+}
+
+impl Default for Limits {
+    /// The defaults of [`HttpLimits`] and [`TransportConfig`], which the
+    /// flags show in `--help`.
+    fn default() -> Self {
+        let http = HttpLimits::default();
+        let quic = TransportConfig::default();
+        Limits {
+            max_http_connections: http.max_connections,
+            max_http_connections_per_ip: http.max_connections_per_ip,
+            http_header_timeout: http.header_timeout.as_secs(),
+            http_request_timeout: http.request_timeout.as_secs(),
+            max_quic_connections: quic.max_connections,
+            max_streams_per_connection: quic.max_concurrent_streams,
+        }
+    }
+}
+
+/// The limit keys of a config file; `None` where the file has none.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LimitKeys {
+    /// `max-http-connections`.
+    pub max_http_connections: Option<usize>,
+    /// `max-http-connections-per-ip`.
+    pub max_http_connections_per_ip: Option<usize>,
+    /// `http-header-timeout`, seconds.
+    pub http_header_timeout: Option<u64>,
+    /// `http-request-timeout`, seconds.
+    pub http_request_timeout: Option<u64>,
+    /// `max-quic-connections`.
+    pub max_quic_connections: Option<usize>,
+    /// `max-streams-per-connection`.
+    pub max_streams_per_connection: Option<u32>,
+}
+
+impl Limits {
+    /// Each value from the config file unless its flag was given
+    /// (`given(id)` with clap's id, the field name), else the flag's value
+    /// (its default when not given).
+    pub fn merge(self, file: LimitKeys, given: impl Fn(&str) -> bool) -> Limits {
+        fn pick<T>(flag: T, file: Option<T>, flag_given: bool) -> T {
+            file.filter(|_| !flag_given).unwrap_or(flag)
+        }
+        Limits {
+            max_http_connections: pick(
+                self.max_http_connections,
+                file.max_http_connections,
+                given("max_http_connections"),
+            ),
+            max_http_connections_per_ip: pick(
+                self.max_http_connections_per_ip,
+                file.max_http_connections_per_ip,
+                given("max_http_connections_per_ip"),
+            ),
+            http_header_timeout: pick(
+                self.http_header_timeout,
+                file.http_header_timeout,
+                given("http_header_timeout"),
+            ),
+            http_request_timeout: pick(
+                self.http_request_timeout,
+                file.http_request_timeout,
+                given("http_request_timeout"),
+            ),
+            max_quic_connections: pick(
+                self.max_quic_connections,
+                file.max_quic_connections,
+                given("max_quic_connections"),
+            ),
+            max_streams_per_connection: pick(
+                self.max_streams_per_connection,
+                file.max_streams_per_connection,
+                given("max_streams_per_connection"),
+            ),
+        }
+    }
+
+    /// Check every value (zero makes no sense for any of them) and set
+    /// them on a node's HTTP limits and QUIC settings. The error names the
+    /// flag and its config key.
+    pub fn apply(self, http: &mut HttpLimits, quic: &mut TransportConfig) -> Result<(), String> {
+        let checks = [
+            (
+                "--max-http-connections",
+                self.max_http_connections as u64,
+                "",
+            ),
+            (
+                "--max-http-connections-per-ip",
+                self.max_http_connections_per_ip as u64,
+                "",
+            ),
+            ("--http-header-timeout", self.http_header_timeout, " second"),
+            (
+                "--http-request-timeout",
+                self.http_request_timeout,
+                " second",
+            ),
+            (
+                "--max-quic-connections",
+                self.max_quic_connections as u64,
+                "",
+            ),
+            (
+                "--max-streams-per-connection",
+                u64::from(self.max_streams_per_connection),
+                "",
+            ),
+        ];
+        if let Some((flag, _, unit)) = checks.iter().find(|(_, v, _)| *v == 0) {
+            let key = flag.trim_start_matches('-');
+            return Err(format!(
+                "{flag} (config key {key}) must be at least 1{unit}; 0 would refuse everything"
+            ));
+        }
+        http.max_connections = self.max_http_connections;
+        http.max_connections_per_ip = self.max_http_connections_per_ip;
+        http.header_timeout = Duration::from_secs(self.http_header_timeout);
+        http.request_timeout = Duration::from_secs(self.http_request_timeout);
+        quic.max_connections = self.max_quic_connections;
+        quic.max_concurrent_streams = self.max_streams_per_connection;
+        http.validate().map_err(|e| e.to_string())
+    }
+}
+
+impl SuperFile {
+    /// The limit keys, for [`Limits::merge`].
+    pub fn limits(&self) -> LimitKeys {
+        LimitKeys {
+            max_http_connections: self.max_http_connections,
+            max_http_connections_per_ip: self.max_http_connections_per_ip,
+            http_header_timeout: self.http_header_timeout,
+            http_request_timeout: self.http_request_timeout,
+            max_quic_connections: self.max_quic_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+        }
+    }
+}
+
+impl ClientFile {
+    /// The limit keys, for [`Limits::merge`].
+    pub fn limits(&self) -> LimitKeys {
+        LimitKeys {
+            max_http_connections: self.max_http_connections,
+            max_http_connections_per_ip: self.max_http_connections_per_ip,
+            http_header_timeout: self.http_header_timeout,
+            http_request_timeout: self.http_request_timeout,
+            max_quic_connections: self.max_quic_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+        }
+    }
 }
 
 /// Read and parse a TOML config file; the error names the file and, for
@@ -162,5 +368,33 @@ mod tests {
             toml::from_str("super = []\ncapacity = 2\napi = \"127.0.0.1:1\"\n").expect("client");
         assert_eq!(c.capacity, Some(2));
         assert!(toml::from_str::<ClientFile>("capacty = 2\n").is_err());
+    }
+
+    #[test]
+    fn limits_merge_and_check() {
+        let s: SuperFile = toml::from_str(
+            "max-http-connections = 32\nhttp-header-timeout = 2\nmax-streams-per-connection = 8\n",
+        )
+        .expect("super config");
+        // The file wins over a default; a given flag wins over the file.
+        let flags = Limits {
+            http_header_timeout: 5,
+            ..Limits::default()
+        };
+        let merged = flags.merge(s.limits(), |id| id == "http_header_timeout");
+        assert_eq!(merged.max_http_connections, 32);
+        assert_eq!(merged.http_header_timeout, 5);
+        assert_eq!(merged.max_streams_per_connection, 8);
+        let (mut http, mut quic) = (HttpLimits::default(), TransportConfig::default());
+        merged.apply(&mut http, &mut quic).expect("apply");
+        assert_eq!(http.max_connections, 32);
+        assert_eq!(http.header_timeout, Duration::from_secs(5));
+        assert_eq!(quic.max_concurrent_streams, 8);
+        let zero = Limits {
+            max_http_connections_per_ip: 0,
+            ..Limits::default()
+        };
+        let err = zero.apply(&mut http, &mut quic).expect_err("zero");
+        assert!(err.contains("--max-http-connections-per-ip"), "{err}");
     }
 }

@@ -26,7 +26,7 @@ use orb_proto::wire::{
 use orb_proto::{ContentHash, Keypair, OrbId, PeerAddr};
 use orb_runtime::{Invocation, Runtime, RuntimeConfig, RuntimeError};
 use orb_store::{HostedRecord, PeerEntry, Store};
-use orb_transport::{Connection, Endpoint, IncomingRequest, TransportConfig};
+use orb_transport::{Connection, Endpoint, IncomingRequest};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -132,7 +132,7 @@ impl ClientNode {
         let s = store.clone();
         let known = blocking(move || s.peers()).await??;
 
-        let endpoint = Endpoint::bind(config.listen, &keypair, TransportConfig::default())?;
+        let endpoint = Endpoint::bind(config.listen, &keypair, config.transport.clone())?;
         let quic_addr = endpoint.local_addr()?;
         let runtime = Runtime::new(RuntimeConfig {
             capacity: config.capacity,
@@ -324,20 +324,24 @@ async fn super_link(shared: Arc<Shared>, peer: PeerAddr, mut shutdown: watch::Re
     }
 }
 
-async fn connect_super(
-    shared: &Arc<Shared>,
-    peer: PeerAddr,
-) -> Result<(Connection, Welcome), NodeError> {
-    let conn = shared.endpoint.connect(peer).await?;
-    let hello = Request::Hello(Hello {
+/// The Hello a client says on a link: capacity and the replicas it holds.
+fn hello(shared: &Shared) -> Request {
+    Request::Hello(Hello {
         role: Role::Client,
         version: orb_proto::wire::PROTOCOL_VERSION,
         capacity: u32::try_from(shared.runtime.capacity()).unwrap_or(u32::MAX),
         listen_addrs: vec![shared.quic_addr],
         hosted: hosted_list(shared),
         agent: crate::AGENT.to_string(),
-    });
-    match conn.request(&hello, &[], 1024).await? {
+    })
+}
+
+async fn connect_super(
+    shared: &Arc<Shared>,
+    peer: PeerAddr,
+) -> Result<(Connection, Welcome), NodeError> {
+    let conn = shared.endpoint.connect(peer).await?;
+    match conn.request(&hello(shared), &[], 1024).await? {
         (Response::Welcome(w), _) => Ok((conn, w)),
         (Response::Error(e), _) => Err(NodeError::Remote(e)),
         (other, _) => Err(NodeError::Protocol(format!(
@@ -739,7 +743,35 @@ async fn place(
     info!(function = %name, hash = %hash.short(), "hosting replica");
     let s = shared.clone();
     tokio::spawn(async move { publish_provider(&s, hash).await });
+    announce_hosted(shared, conn.peer_id());
     Ok(())
+}
+
+/// Tell the home supers other than `placer` (which knows) the replicas this
+/// node now holds, with a Hello on their links, in the background. Each of
+/// them routes calls only to replicas it knows of; without this, a replica
+/// placed by one home super would be unreachable through the others while
+/// that one is down.
+fn announce_hosted(shared: &Arc<Shared>, placer: OrbId) {
+    let hello = hello(shared);
+    for conn in home_links(shared)
+        .into_iter()
+        .filter(|c| c.peer_id() != placer)
+    {
+        let hello = hello.clone();
+        // A super that misses it learns the list from the Hello of the
+        // next link anyway.
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(5), conn.request(&hello, &[], 1024))
+                .await
+            {
+                Ok(Ok((Response::Welcome(_), _))) => {}
+                other => {
+                    debug!(super_node = %conn.peer_id().short(), answer = ?other.map(|r| r.map(|(r, _)| r)), "replica list not announced")
+                }
+            }
+        });
+    }
 }
 
 /// Stop hosting a replica (the super scaled it down). The module bytes stay
@@ -1074,6 +1106,9 @@ async fn promote(shared: &Arc<Shared>, local: SocketAddr, bootstrap: Vec<PeerAdd
     cfg.listen = SocketAddr::new(local.ip(), port);
     cfg.bootstrap = bootstrap;
     cfg.http = SocketAddr::new(local.ip(), 7780);
+    // The operator's limits hold for the role this node grows into too.
+    cfg.http_limits = shared.config.http_limits.clone();
+    cfg.transport = shared.config.transport.clone();
     let started = match crate::super_node::SuperNode::start(cfg.clone()).await {
         Ok(h) => Ok(h),
         Err(_) => {
@@ -1126,8 +1161,10 @@ fn best_super(shared: &Shared) -> Result<Connection, NodeError> {
 async fn serve_api(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let limits = shared.config.http_limits.clone();
+    let stats = shared.stats.http.clone();
     let app = Router::new()
         .route("/api/status", get(api_status))
         .route("/api/functions", get(api_functions))
@@ -1140,14 +1177,7 @@ async fn serve_api(
         .route("/metrics", get(api_metrics))
         .route("/", get(api_dashboard))
         .with_state(shared);
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
-    if let Err(e) = res {
-        warn!(error = %e, "local API stopped");
-    }
+    crate::http_server::serve(listener, app, limits, stats, shutdown, "local API").await;
 }
 
 #[derive(Serialize)]
@@ -1721,6 +1751,8 @@ struct ClientStats {
     call_latency: Histogram,
     /// Calls, errors, in flight and latency per function run here.
     per_function: crate::metrics::FunctionStats,
+    /// Connections, refusals and timeouts of the local API server.
+    http: Arc<crate::http_server::HttpStats>,
 }
 
 async fn api_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -1784,6 +1816,7 @@ async fn api_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Time to run a call on this node.",
         &st.call_latency,
     );
+    st.http.render(&mut e);
     e.sample(
         "orb_calls_in_flight",
         "gauge",

@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use orb_proto::PeerAddr;
+use orb_transport::TransportConfig;
+
+use crate::http_server::HttpLimits;
 
 /// Default QUIC port of a super node.
 pub const DEFAULT_SUPER_QUIC: &str = "0.0.0.0:7700";
@@ -29,8 +32,11 @@ pub struct SuperConfig {
     pub public_addr: Option<SocketAddr>,
     /// Largest request body the gateway accepts (413 beyond).
     pub max_body: usize,
-    /// Concurrent HTTP connections served at once.
-    pub max_http_connections: usize,
+    /// Limits of the HTTP gateway: connections in all and per address,
+    /// header and body timeouts.
+    pub http_limits: HttpLimits,
+    /// QUIC settings: connections, streams per connection, timeouts.
+    pub transport: TransportConfig,
     /// Autoscaling target: calls in flight per replica.
     pub scale_target: f64,
     /// Load above the target for this long adds a replica.
@@ -49,7 +55,8 @@ impl SuperConfig {
             bootstrap: Vec::new(),
             public_addr: None,
             max_body: orb_proto::limits::DEFAULT_MAX_INPUT,
-            max_http_connections: 1024,
+            http_limits: HttpLimits::default(),
+            transport: TransportConfig::default(),
             scale_target: 2.0,
             scale_up_after: std::time::Duration::from_secs(3),
             scale_idle: std::time::Duration::from_secs(60),
@@ -75,6 +82,10 @@ pub struct ClientConfig {
     /// Start the super role when this node turns out to be publicly
     /// reachable with no NAT (`--promote auto`).
     pub promote: bool,
+    /// Limits of the local API's HTTP server.
+    pub http_limits: HttpLimits,
+    /// QUIC settings: connections, streams per connection, timeouts.
+    pub transport: TransportConfig,
 }
 
 impl ClientConfig {
@@ -88,6 +99,8 @@ impl ClientConfig {
             capacity: 4,
             max_body: orb_proto::limits::DEFAULT_MAX_INPUT,
             promote: false,
+            http_limits: HttpLimits::default(),
+            transport: TransportConfig::default(),
         }
     }
 }

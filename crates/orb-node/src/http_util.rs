@@ -38,7 +38,9 @@ pub(crate) fn error_response(err: &WireError) -> Response {
 
 /// Read a request body, refusing with 413 as soon as it passes `limit`
 /// (the declared Content-Length is checked first, so a huge upload is
-/// refused before a byte of it is read).
+/// refused before a byte of it is read). A body that fails otherwise (the
+/// client went away, or sent it too slowly: the server then answers 408
+/// itself) is a 400, not a 413.
 pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -58,9 +60,17 @@ pub(crate) async fn read_body(
     {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            WireError::new(
+                ErrorKind::BadRequest,
+                format!("request body could not be read: {e}"),
+            )
+        }
+    })
 }
 
 /// Call metadata from an HTTP request.

@@ -6,6 +6,8 @@
 //! * [`client_node`]: the desktop daemon: keeps connections to its home
 //!   supers, hosts replicas and runs calls on them, and serves a local API
 //!   that the `orb-client` CLI talks to.
+//! * [`http_server`]: the guarded HTTP/1.1 server both serve their HTTP
+//!   with (connection caps, timeouts against slow clients).
 //!
 //! Both are started from a config struct and return a handle with the
 //! addresses they bound and a graceful `shutdown`.
@@ -16,6 +18,7 @@ pub mod client_node;
 pub mod config;
 pub mod dht;
 pub mod error;
+pub mod http_server;
 mod http_util;
 pub mod ledger;
 pub mod metrics;
@@ -26,6 +29,7 @@ mod util;
 pub use client_node::{ClientHandle, ClientNode};
 pub use config::{ClientConfig, SuperConfig};
 pub use error::NodeError;
+pub use http_server::HttpLimits;
 pub use super_node::{SuperHandle, SuperNode};
 
 /// Software name and version sent in `Hello` and shown in status.

@@ -26,7 +26,7 @@ use orb_proto::wire::{
 use orb_proto::{ContentHash, OrbId, PeerAddr};
 use orb_runtime::{Runtime, RuntimeConfig};
 use orb_store::{FunctionRecord, Store};
-use orb_transport::{Connection, Endpoint, IncomingRequest, TransportConfig};
+use orb_transport::{Connection, Endpoint, IncomingRequest};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -51,6 +51,11 @@ const PLACE_TIMEOUT: Duration = Duration::from_secs(120);
 const FORWARDED: &str = "x-orb-forwarded-by";
 /// Connections to other supers kept for forwarding calls, at most.
 const MAX_PEER_CONNS: usize = 256;
+/// How long a super that could not be reached is asked only after the
+/// others. A dead super costs a connection timeout (10 s) to whoever tries
+/// it; without this, every call forwarded while it is down would pay that
+/// before moving on to a live home super of the same replica.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 /// How long a forwarded call may take end to end.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 /// STOREs a peer may send per second, and in a burst.
@@ -125,6 +130,8 @@ struct Stats {
     health_closed: Counter,
     /// Calls, errors, in flight and latency per function name.
     per_function: crate::metrics::FunctionStats,
+    /// The gateway's connections, refusals and timeouts.
+    http: Arc<crate::http_server::HttpStats>,
 }
 
 pub(crate) struct Shared {
@@ -144,6 +151,9 @@ pub(crate) struct Shared {
     overlay: Overlay,
     /// Connections to other supers, for forwarded calls.
     peer_conns: Mutex<HashMap<OrbId, Connection>>,
+    /// Supers that could not be reached lately, and when (see
+    /// [`UNREACHABLE_FOR`]).
+    unreachable: Mutex<HashMap<OrbId, Instant>>,
     /// Autoscaling state per function name.
     scale: Mutex<HashMap<String, ScaleState>>,
     /// DHT STORE rate limiters per peer.
@@ -388,13 +398,13 @@ impl SuperNode {
         let s = store.clone();
         let ledger = blocking(move || Ledger::load(&s)).await??;
 
-        let endpoint = Endpoint::bind(config.listen, &keypair, TransportConfig::default())?;
+        let endpoint = Endpoint::bind(config.listen, &keypair, config.transport.clone())?;
         let quic_addr = endpoint.local_addr()?;
         // A second socket on the same IP for dial-back reachability checks.
         let dial_back = match Endpoint::bind(
             SocketAddr::new(quic_addr.ip(), 0),
             &keypair,
-            TransportConfig::default(),
+            config.transport.clone(),
         ) {
             Ok(ep) => Some(ep),
             Err(e) => {
@@ -466,6 +476,7 @@ impl SuperNode {
             endpoint: endpoint.clone(),
             overlay,
             peer_conns: Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashMap::new()),
             scale: Mutex::new(HashMap::new()),
             store_limiters: Mutex::new(orb_nat::PeerLimiter::new(
                 STORE_RATE,
@@ -600,6 +611,31 @@ fn register_client(shared: &Shared, conn: &Connection, hello: &Hello, generation
     }
 }
 
+/// A registered client says Hello again on its link when the replicas it
+/// holds change: another of its home supers placed one there. Without this,
+/// only the super that placed a replica would route calls to it, and while
+/// that super is down the others (its other home supers included) would
+/// forward the calls to it and fail. Additions only: a replica that left
+/// answers `NotFound` to its next call and is dropped then
+/// (`run_on_own_replicas`), and a stale Hello overtaking a newer placement
+/// on another stream must not erase it.
+fn learn_hosted(shared: &Shared, client: OrbId, hello: &Hello) {
+    // Bounded: a client cannot grow the set without end by sending Hellos
+    // with ever new lists; one Hello (a frame of at most 1 MiB) lists far
+    // fewer replicas, and past the bound its own list replaces the set.
+    const MAX_HOSTED: usize = 65_536;
+    if let Some(entry) = lock(&shared.clients).get_mut(&client) {
+        let before = entry.hosted.len();
+        if before + hello.hosted.len() > MAX_HOSTED {
+            entry.hosted.clear();
+        }
+        entry.hosted.extend(hello.hosted.iter().map(|h| h.hash));
+        if entry.hosted.len() > before {
+            debug!(client = %client.short(), hosted = entry.hosted.len(), "client announced replicas");
+        }
+    }
+}
+
 /// How often every client is pinged.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How long a ping may take before it counts as missed.
@@ -705,13 +741,18 @@ async fn handle_request(shared: Arc<Shared>, from: PeerAddr, incoming: IncomingR
     }
     let (req, body, responder) = incoming.split();
     let (resp, out): (Response, Bytes) = match req {
-        Request::Hello(_) => (
-            Response::Welcome(Welcome {
-                node: shared.id,
-                observed_addr: shared.quic_addr,
-            }),
-            Bytes::new(),
-        ),
+        Request::Hello(hello) => {
+            if hello.role == Role::Client {
+                learn_hosted(&shared, peer, &hello);
+            }
+            (
+                Response::Welcome(Welcome {
+                    node: shared.id,
+                    observed_addr: shared.quic_addr,
+                }),
+                Bytes::new(),
+            )
+        }
         Request::Ping { nonce } => (Response::Pong { nonce }, Bytes::new()),
         Request::Deploy {
             name,
@@ -1073,17 +1114,25 @@ async fn remote_holders(shared: &Arc<Shared>, hash: &ContentHash) -> Vec<OrbId> 
 
 /// Ask other supers (from the routing table) to place `need` replicas of
 /// `f` on their clients; each fetches the module from this super by hash.
-async fn place_elsewhere(shared: &Arc<Shared>, f: &FunctionRecord, need: usize) -> Vec<OrbId> {
+/// Nodes in `have` already hold one and do not count as new replicas.
+async fn place_elsewhere(
+    shared: &Arc<Shared>,
+    f: &FunctionRecord,
+    need: usize,
+    have: &[OrbId],
+) -> Vec<OrbId> {
     let mut placed = Vec::new();
     if need == 0 {
         return placed;
     }
-    let supers = shared.overlay.routing_table().await.unwrap_or_default();
+    let mut supers = shared.overlay.routing_table().await.unwrap_or_default();
+    reachable_first(shared, &mut supers);
     for sup in supers.into_iter().filter(|s| s.id != shared.id) {
         if placed.len() >= need {
             break;
         }
         let Ok(conn) = peer_conn(shared, sup).await else {
+            mark_unreachable(shared, sup.id);
             continue;
         };
         let req = Request::Place {
@@ -1093,10 +1142,22 @@ async fn place_elsewhere(shared: &Arc<Shared>, f: &FunctionRecord, need: usize) 
         match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
             Ok(Ok((Response::Deployed { placed_on, .. }, _))) => {
                 info!(function = %f.name, via = %sup.id.short(), nodes = placed_on.len(), "replica placed through another super");
-                placed.extend(placed_on);
+                // A client with several home supers is a client of the other
+                // super too, which may not know yet that it holds a replica:
+                // a node placed twice is still one replica, so ask on.
+                for n in placed_on {
+                    if !have.contains(&n) && !placed.contains(&n) {
+                        placed.push(n);
+                    }
+                }
             }
             Ok(Ok((Response::Error(e), _))) => {
                 debug!(function = %f.name, via = %sup.id.short(), error = %e, "other super cannot place")
+            }
+            Ok(Err(e)) => {
+                lock(&shared.peer_conns).remove(&sup.id);
+                mark_unreachable(shared, sup.id);
+                debug!(function = %f.name, via = %sup.id.short(), error = %e, "other super unreachable")
             }
             other => {
                 debug!(function = %f.name, via = %sup.id.short(), answer = ?other.map(|r| r.map(|(r, _)| r)), "other super did not place")
@@ -1232,14 +1293,19 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord, first: Option<OrbId>) -
         }
         picks
     };
-    for (id, conn) in place_locally(&mut holders, local_quota.min(want)) {
+    // Replicas held behind other supers count too: when this super restarts,
+    // a client that reconnects before the ones holding replicas (they are
+    // still in the DHT as providers) must not get one more.
+    let local_upto = local_quota.min(want.saturating_sub(remote.len()));
+    for (id, conn) in place_locally(&mut holders, local_upto) {
         if place_on(shared, &f.name, f.hash, id, &conn).await {
             holders.push(id);
         }
     }
     let mut total = holders.len() + remote.len();
     if owner_here && total < want {
-        let got = place_elsewhere(shared, f, want - total).await;
+        let have: Vec<OrbId> = holders.iter().chain(&remote).copied().collect();
+        let got = place_elsewhere(shared, f, want - total, &have).await;
         total += got.len();
         holders.extend(got);
     }
@@ -1259,10 +1325,13 @@ async fn place(shared: &Arc<Shared>, f: &FunctionRecord, first: Option<OrbId>) -
     if holders.is_empty() {
         warn!(function = %f.name, "no client with spare capacity is connected; the function has no replica yet");
     }
-    let mut record = f.clone();
-    record.placements = holders.clone();
+    // Only if the name still holds this module: `f` may be stale (a newer
+    // deploy of the name can commit while this placement waits on a slow
+    // client), and saving the whole old record would revert the name on
+    // disk, losing the newer deploy at the next restart.
     let store = shared.store.clone();
-    if let Ok(Err(e)) = blocking(move || store.put_function(&record)).await {
+    let (name, hash, list) = (f.name.clone(), f.hash, holders.clone());
+    if let Ok(Err(e)) = blocking(move || store.update_placements(&name, &hash, &list)).await {
         warn!(error = %e, "could not save placements");
     }
     if let Some(r) = write_lock(&shared.functions).get_mut(&f.name)
@@ -1395,6 +1464,7 @@ async fn forward_to_providers(
             format!("no provider of {:?} elsewhere in the network", f.name),
         ));
     }
+    reachable_first(shared, &mut supers);
     meta.headers
         .push((FORWARDED.to_string(), shared.id.to_string()));
     let req = Request::Invoke {
@@ -1408,6 +1478,7 @@ async fn forward_to_providers(
         let conn = match peer_conn(shared, *sup).await {
             Ok(c) => c,
             Err(e) => {
+                mark_unreachable(shared, sup.id);
                 last_error = Some(WireError::new(
                     ErrorKind::Unavailable,
                     format!("super {} unreachable: {e}", sup.id.short()),
@@ -1417,7 +1488,10 @@ async fn forward_to_providers(
         };
         shared.stats.calls_forwarded.inc();
         match tokio::time::timeout(FORWARD_TIMEOUT, conn.request(&req, &input, max_out)).await {
-            Ok(Ok((Response::Ran { node, outcome, .. }, out))) => return Ok((node, outcome, out)),
+            Ok(Ok((Response::Ran { node, outcome, .. }, out))) => {
+                lock(&shared.unreachable).remove(&sup.id);
+                return Ok((node, outcome, out));
+            }
             Ok(Ok((Response::Error(e), _))) if e.kind == ErrorKind::Busy => busy += 1,
             Ok(Ok((Response::Error(e), _)))
                 if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::NotFound) =>
@@ -1433,6 +1507,7 @@ async fn forward_to_providers(
             }
             Ok(Err(e)) => {
                 lock(&shared.peer_conns).remove(&sup.id);
+                mark_unreachable(shared, sup.id);
                 last_error = Some(WireError::new(
                     ErrorKind::Unavailable,
                     format!("super {} unreachable: {e}", sup.id.short()),
@@ -1458,6 +1533,23 @@ async fn forward_to_providers(
             format!("no replica of {:?} answered", f.name),
         )
     }))
+}
+
+/// Remember that `id` could not be reached just now.
+fn mark_unreachable(shared: &Shared, id: OrbId) {
+    let now = Instant::now();
+    let mut m = lock(&shared.unreachable);
+    m.retain(|_, t| now.duration_since(*t) < UNREACHABLE_FOR);
+    if m.len() < MAX_PEER_CONNS {
+        m.insert(id, now);
+    }
+}
+
+/// Put the supers that could not be reached lately last, keeping the order
+/// otherwise. They are still asked when the others fail.
+fn reachable_first(shared: &Shared, supers: &mut [PeerAddr]) {
+    let m = lock(&shared.unreachable);
+    supers.sort_by_key(|s| m.get(&s.id).is_some_and(|t| t.elapsed() < UNREACHABLE_FOR));
 }
 
 /// A connection to another super, reused across calls.
@@ -1658,7 +1750,7 @@ fn function_infos(shared: &Shared) -> Vec<FunctionInfo> {
 async fn serve_http(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/fn/{name}", post(http_invoke))
@@ -1671,15 +1763,16 @@ async fn serve_http(
         .route("/api/resolve/{name}", get(http_resolve))
         .route("/metrics", get(http_metrics))
         .route("/", get(http_dashboard))
-        .with_state(shared);
-    let res = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .await;
-    if let Err(e) = res {
-        warn!(error = %e, "HTTP gateway stopped");
-    }
+        .with_state(shared.clone());
+    crate::http_server::serve(
+        listener,
+        app,
+        shared.config.http_limits.clone(),
+        shared.stats.http.clone(),
+        shutdown,
+        "HTTP gateway",
+    )
+    .await;
 }
 
 async fn http_invoke(
@@ -1721,6 +1814,8 @@ struct StatusJson {
     p50_ms: Option<f64>,
     /// Gateway-wide 99th percentile call latency, ms.
     p99_ms: Option<f64>,
+    /// The gateway's connections, refusals and timeouts.
+    http_server: crate::http_server::HttpStatsJson,
 }
 
 async fn http_status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
@@ -1746,6 +1841,7 @@ async fn http_status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
         deploys: shared.stats.deploys.get(),
         p50_ms: shared.stats.call_latency.quantile(0.5).map(|s| s * 1000.0),
         p99_ms: shared.stats.call_latency.quantile(0.99).map(|s| s * 1000.0),
+        http_server: shared.stats.http.json(),
     })
 }
 
@@ -2145,6 +2241,7 @@ async fn http_metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         .filter(|c| !c.is_closed())
         .count();
     crate::metrics::connections_by_path(&mut e, clients, supers);
+    st.http.render(&mut e);
     st.per_function.render(&mut e);
     if let Ok(dht) = shared.overlay.stats().await {
         crate::metrics::dht(&mut e, &dht);
