@@ -93,7 +93,7 @@ pub async fn shutdown_signal() {
 /// http-header-timeout = 10
 /// http-request-timeout = 60
 /// max-quic-connections = 4096
-/// max-streams-per-connection = 256
+/// max-streams-per-connection = 64
 /// ```
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

@@ -175,7 +175,14 @@ impl Default for TransportConfig {
         TransportConfig {
             idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(2),
-            max_concurrent_streams: 256,
+            // Each stream slot a peer has used keeps quinn's receive state
+            // (~370 B) for the life of the connection, and every connection
+            // pays for its whole table: at 256 slots a super held ~255 KiB
+            // per connected daemon once its DHT lookups had cycled through
+            // them (docs/load.md). 64 requests in flight per peer is more
+            // than a client's capacity, and a 65th waits for a free slot
+            // rather than failing.
+            max_concurrent_streams: 64,
             max_request_body: orb_proto::limits::MAX_MODULE + 64 * 1024,
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(10),
@@ -549,7 +556,10 @@ struct ConnInner {
     queue_len: usize,
     /// Started on the first `accept_request`, so a connection used only for
     /// dialing never reads (and buffers) streams nobody will answer.
-    requests: Mutex<Option<mpsc::Receiver<IncomingRequest>>>,
+    /// Boxed: tokio allocates channel slots in blocks of 32 whatever their
+    /// use, and an `IncomingRequest` is ~420 bytes; per connection, that
+    /// was 13 KiB of mostly empty queue.
+    requests: Mutex<Option<mpsc::Receiver<Box<IncomingRequest>>>>,
     /// Keeps the socket open while the connection is in use.
     _endpoint: Arc<EndpointInner>,
 }
@@ -710,7 +720,7 @@ impl Connection {
             rx
         });
         match rx.recv().await {
-            Some(req) => Ok(req),
+            Some(req) => Ok(*req),
             None => Err(self
                 .inner
                 .conn
@@ -771,7 +781,7 @@ impl Connection {
 async fn read_streams(
     conn: quinn::Connection,
     limits: StreamLimits,
-    tx: mpsc::Sender<IncomingRequest>,
+    tx: mpsc::Sender<Box<IncomingRequest>>,
 ) {
     loop {
         let (send, recv) = match conn.accept_bi().await {
@@ -787,7 +797,7 @@ async fn read_streams(
         tokio::spawn(async move {
             if let Some(req) = read_request(send, recv, limits).await {
                 // If nobody accepts any more, dropping the request resets it.
-                let _ = tx.send(req).await;
+                let _ = tx.send(Box::new(req)).await;
             }
         });
     }
