@@ -1505,7 +1505,8 @@ async fn forward_to_providers(
                     format!("unexpected answer {other:?}"),
                 ))
             }
-            Ok(Err(e)) => {
+            // That super never got the call: the next one may run it.
+            Ok(Err(e)) if e.request_not_sent() => {
                 lock(&shared.peer_conns).remove(&sup.id);
                 mark_unreachable(shared, sup.id);
                 last_error = Some(WireError::new(
@@ -1513,11 +1514,26 @@ async fn forward_to_providers(
                     format!("super {} unreachable: {e}", sup.id.short()),
                 ));
             }
-            Err(_) => {
-                last_error = Some(WireError::new(
+            // The call reached that super, which may have handed it to a
+            // live replica before its link failed: unlike a dead replica,
+            // that replica can still be running it, so asking another super
+            // could run the call twice.
+            Ok(Err(e)) => {
+                lock(&shared.peer_conns).remove(&sup.id);
+                mark_unreachable(shared, sup.id);
+                return Err(WireError::new(
                     ErrorKind::Unavailable,
-                    "forwarded call timed out",
-                ))
+                    format!(
+                        "super {} failed during the forwarded call (not retried, to never run it twice): {e}",
+                        sup.id.short()
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err(WireError::new(
+                    ErrorKind::Unavailable,
+                    "forwarded call timed out (not retried, to never run it twice)",
+                ));
             }
         }
     }
