@@ -33,7 +33,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
 use serde_json::json;
-use support::{Mem, Proc, mib};
+use support::{Mem, Proc, RssSampler, mib};
 
 /// Sustained gateway load against real orb-super / orb-client processes.
 #[derive(Parser, Debug)]
@@ -311,21 +311,7 @@ async fn run(
     let capacity = args.capacity.unwrap_or(args.concurrency).max(1);
 
     // --- the network: one super, N clients, all separate processes ---
-    let sup = Proc::start(
-        "super",
-        &bins.join("orb-super"),
-        &[
-            "run".into(),
-            "--data-dir".into(),
-            dir.join("super").display().to_string(),
-            "--listen".into(),
-            support::free_udp()?.to_string(),
-            "--http".into(),
-            support::free_tcp()?.to_string(),
-        ],
-        "orb-super ready ",
-        None,
-    )?;
+    let sup = support::start_super(bins, dir, None)?;
     let super_peer = format!("{}@{}", sup.field("id"), sup.field("quic"));
     let gateway = format!("http://{}", sup.field("http"));
     eprintln!("super     pid={} gateway={gateway}", sup.pid());
@@ -356,14 +342,13 @@ async fn run(
         procs.push(c);
     }
     let want = args.clients as u64;
-    support::wait_for("every client to register", Duration::from_secs(30), || {
-        let http = http.clone();
-        let url = format!("{gateway}/api/status");
-        async move {
-            let v = support::get_json(&http, &url).await?;
-            Ok((v["clients"].as_u64() == Some(want)).then_some(()))
-        }
-    })
+    support::wait_clients(
+        &http,
+        &gateway,
+        "every client to register",
+        Duration::from_secs(30),
+        |c| c == want,
+    )
     .await?;
 
     // --- the function ---
@@ -482,33 +467,14 @@ async fn run(
         peak: None,
     });
     let pids: Vec<u32> = tracks.iter().map(|t| t.pid).collect();
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let sampling = sampling.clone();
-        tokio::spawn(async move {
-            let t0 = Instant::now();
-            let mut out: Vec<Vec<(u64, u64)>> = vec![Vec::new(); pids.len()];
-            let mut tick = tokio::time::interval(SAMPLE_EVERY);
-            while sampling.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let ms = t0.elapsed().as_millis() as u64;
-                for (i, pid) in pids.iter().enumerate() {
-                    if let Some(m) = support::mem_of(*pid) {
-                        out[i].push((ms, m.rss_kb));
-                    }
-                }
-            }
-            out
-        })
-    };
+    let sampler = RssSampler::start(pids, SAMPLE_EVERY);
     eprintln!(
         "driving {url} with {} callers for {} s…",
         args.concurrency, args.secs
     );
     let secs = Duration::from_secs(args.secs);
     let (tally, took) = drive(args, &url, &input, &expect, |el| el >= secs).await?;
-    sampling.store(false, Ordering::Relaxed);
-    let samples = sampler.await.context("sampler task")?;
+    let samples = sampler.stop().await?;
     for (t, s) in tracks.iter_mut().zip(samples) {
         t.samples = s;
         t.peak = support::mem_of(t.pid);
@@ -686,12 +652,7 @@ async fn run(
         "super_unresponsive_clients": unresponsive,
         "dead": dead,
     });
-    if args.json {
-        eprint!("{out}");
-        println!("{report}");
-    } else {
-        print!("{out}");
-    }
+    support::print_report(args.json, &out, &report);
 
     if failed > 0 || warm.failed() > 0 || !dead.is_empty() || warm_seen < replicas {
         eprintln!(

@@ -41,7 +41,7 @@ mod support;
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -51,7 +51,7 @@ use orb_proto::wire::{ErrorKind, Hello, Request, Response, Role, Welcome, WireEr
 use orb_proto::{Keypair, PeerAddr};
 use orb_transport::{Connection, Endpoint, TransportConfig};
 use serde_json::json;
-use support::{Proc, mib};
+use support::{Proc, RssSampler, mib};
 
 /// One real super, many lightweight clients that register like daemons.
 #[derive(Parser, Debug)]
@@ -311,21 +311,7 @@ async fn run(
     // The super holds one UDP socket for all QUIC connections, so it needs
     // few descriptors; the limit is raised anyway so that it is never the
     // reason a run fails.
-    let sup = slot.insert(Proc::start(
-        "super",
-        &bins.join("orb-super"),
-        &[
-            "run".into(),
-            "--data-dir".into(),
-            dir.join("super").display().to_string(),
-            "--listen".into(),
-            support::free_udp()?.to_string(),
-            "--http".into(),
-            support::free_tcp()?.to_string(),
-        ],
-        "orb-super ready ",
-        Some(65536),
-    )?);
+    let sup = slot.insert(support::start_super(bins, dir, Some(65536))?);
     let sup_peer: PeerAddr =
         orb_node::cli::parse_peer(&format!("{}@{}", sup.field("id"), sup.field("quic")))
             .map_err(anyhow::Error::msg)?;
@@ -346,22 +332,7 @@ async fn run(
     eprintln!("super RSS with 0 clients: {}", mib(baseline));
 
     // Sample the super's RSS for the rest of the run.
-    let sampling = Arc::new(AtomicBool::new(true));
-    let sampler = {
-        let sampling = sampling.clone();
-        tokio::spawn(async move {
-            let t0 = Instant::now();
-            let mut out: Vec<(u64, u64)> = Vec::new();
-            let mut tick = tokio::time::interval(SAMPLE_EVERY);
-            while sampling.load(Ordering::Relaxed) {
-                tick.tick().await;
-                if let Some(m) = support::mem_of(pid) {
-                    out.push((t0.elapsed().as_millis() as u64, m.rss_kb));
-                }
-            }
-            out
-        })
-    };
+    let sampler = RssSampler::start(vec![pid], SAMPLE_EVERY);
     let t0 = Instant::now();
 
     // --- connect in batches ---
@@ -404,17 +375,12 @@ async fn run(
     }
 
     let want = fakes.len() as u64;
-    let registered = support::wait_for(
+    let registered = support::wait_clients(
+        &http,
+        &gateway,
         "the super to count every client",
         Duration::from_secs(30),
-        || {
-            let http = http.clone();
-            let url = format!("{gateway}/api/status");
-            async move {
-                let v = support::get_json(&http, &url).await?;
-                Ok((v["clients"].as_u64() >= Some(want)).then_some(()))
-            }
-        },
+        |c| c >= want,
     )
     .await;
     if let Err(e) = &registered {
@@ -459,24 +425,18 @@ async fn run(
         set.spawn(f.close());
     }
     while set.join_next().await.is_some() {}
-    let left = support::wait_for(
+    let left = support::wait_clients(
+        &http,
+        &gateway,
         "the super to drop every client",
         Duration::from_secs(30),
-        || {
-            let http = http.clone();
-            let url = format!("{gateway}/api/status");
-            async move {
-                let v = support::get_json(&http, &url).await?;
-                Ok((v["clients"].as_u64() == Some(0)).then_some(()))
-            }
-        },
+        |c| c == 0,
     )
     .await
     .is_ok();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = rss(sup);
-    sampling.store(false, Ordering::Relaxed);
-    let samples = sampler.await.context("sampler task")?;
+    let samples = sampler.stop().await?.swap_remove(0);
     let hwm = support::mem_of(pid).map_or(0, |m| m.hwm_kb);
 
     // --- report ---
@@ -670,12 +630,7 @@ async fn run(
         },
         "super_alive": sup_alive,
     });
-    if args.json {
-        eprint!("{out}");
-        println!("{report}");
-    } else {
-        print!("{out}");
-    }
+    support::print_report(args.json, &out, &report);
 
     let want_all = n as u64;
     if want < want_all || min_clients < want_all || !sup_alive || registered.is_err() {

@@ -372,11 +372,7 @@ async fn listed(gw: SocketAddr) -> Result<BTreeMap<String, String>> {
 async fn check_recovered(gw: SocketAddr, book: &Shared, clients: usize) -> Result<(usize, usize)> {
     let list = listed(gw).await?;
     check_view(&ledger(book), &list, "functions listed after the restart")?;
-    wait_for("clients registered again", RECOVERY, || async {
-        let v = get_json(&format!("http://{gw}/api/nodes")).await?;
-        Ok((v.as_array().map_or(0, |a| a.len()) == clients).then_some(()))
-    })
-    .await?;
+    wait_nodes(gw, clients, "clients registered again", RECOVERY).await?;
     let deadline = Instant::now() + RECOVERY;
     let (mut made, mut failed) = (0, 0);
     for name in list.keys() {
@@ -400,7 +396,12 @@ fn super_peer(sup: &Proc, quic: SocketAddr) -> String {
 }
 
 async fn wait_clients(gw: SocketAddr, n: usize) -> Result<()> {
-    wait_for("clients registered", Duration::from_secs(60), || async {
+    wait_nodes(gw, n, "clients registered", Duration::from_secs(60)).await
+}
+
+/// Wait (up to `timeout`) until the super at `gw` lists `n` nodes.
+async fn wait_nodes(gw: SocketAddr, n: usize, what: &str, timeout: Duration) -> Result<()> {
+    wait_for(what, timeout, || async {
         let v = get_json(&format!("http://{gw}/api/nodes")).await?;
         Ok((v.as_array().map_or(0, |a| a.len()) == n).then_some(()))
     })
@@ -472,6 +473,75 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The network of a storm test: a super in `TMP/super` and `n` clients
+/// (capacity 2) in `TMP/cI` attached to it, all registered, and the hello
+/// module. Destructure with `tmp` first: bindings drop in reverse, so the
+/// nodes are killed before their directories go.
+struct StormNet {
+    tmp: tempfile::TempDir,
+    super_dir: PathBuf,
+    quic: SocketAddr,
+    gw: SocketAddr,
+    sup: Proc,
+    /// The super as `ID@QUIC`, for `--super`.
+    peer: String,
+    /// Each client, its API address and its data directory.
+    clients: Vec<(Proc, SocketAddr, PathBuf)>,
+    hello: PathBuf,
+}
+
+impl StormNet {
+    async fn start(n: usize) -> Result<StormNet> {
+        let tmp = tempfile::tempdir()?;
+        let (quic, gw) = (free_udp(), free_tcp());
+        let super_dir = tmp.path().join("super");
+        let sup = start_super(&super_dir, quic, gw, &[])?;
+        let peer = super_peer(&sup, quic);
+        let mut clients = Vec::new();
+        for i in 0..n {
+            let api = free_tcp();
+            let dir = tmp.path().join(format!("c{i}"));
+            let c = start_client(&dir, api, std::slice::from_ref(&peer), 2)?;
+            clients.push((c, api, dir));
+        }
+        wait_clients(gw, n).await?;
+        let hello = hello_wasm(tmp.path());
+        Ok(StormNet {
+            tmp,
+            super_dir,
+            quic,
+            gw,
+            sup,
+            peer,
+            clients,
+            hello,
+        })
+    }
+}
+
+/// The closing line of a storm test, `head` first (what was killed), the
+/// deploy failures seen, and the last check: some deploy was acknowledged.
+/// `after`: calls after the restarts and failed attempts among them.
+fn final_report(head: &str, book: &Shared, after: (usize, usize), started: Instant) {
+    let (calls_after, failed_after) = after;
+    let l = ledger(book);
+    eprintln!(
+        "{head}, {} deploys tried, {} acked, {} failed; \
+         storm calls {} ok / {} failed; after restarts {calls_after} calls, {failed_after} \
+         failed attempts; {:.1} s",
+        l.attempts.len(),
+        l.acked_count(),
+        l.deploys_failed,
+        l.calls_ok,
+        l.calls_failed,
+        started.elapsed().as_secs_f64()
+    );
+    for why in &l.failures {
+        eprintln!("  a deploy failed with: {why}");
+    }
+    assert!(l.acked_count() > 0, "no deploy was acknowledged at all");
+}
+
 /// 500 ms to 3 s: early kills hit the first deploys, late ones a busy
 /// super with many functions.
 fn kill_moment(rng: &mut Rng) -> Duration {
@@ -486,25 +556,17 @@ async fn super_killed_during_deploy_storm_keeps_every_acknowledged_deploy() -> R
     bin_dir();
     let started = Instant::now();
     let mut rng = Rng(seed);
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path().join("super");
-    let (quic, gw) = (free_udp(), free_tcp());
-    let mut sup = start_super(&dir, quic, gw, &[])?;
+    let StormNet {
+        tmp,
+        super_dir: dir,
+        quic,
+        gw,
+        mut sup,
+        clients,
+        hello,
+        ..
+    } = StormNet::start(2).await?;
     let id = sup.field("id");
-    let peer = super_peer(&sup, quic);
-    let mut clients = Vec::new();
-    for i in 0..2 {
-        let api = free_tcp();
-        let c = start_client(
-            &tmp.path().join(format!("c{i}")),
-            api,
-            std::slice::from_ref(&peer),
-            2,
-        )?;
-        clients.push((c, api));
-    }
-    wait_clients(gw, 2).await?;
-    let hello = hello_wasm(tmp.path());
     let book: Shared = Arc::default();
     let (mut calls_after, mut failed_after) = (0, 0);
     const ROUNDS: usize = 3;
@@ -548,23 +610,12 @@ async fn super_killed_during_deploy_storm_keeps_every_acknowledged_deploy() -> R
     calls_after += made;
     failed_after += failed;
 
-    let l = ledger(&book);
-    eprintln!(
-        "super crash: seed {seed}, {} kills, {} deploys tried, {} acked, {} failed; \
-         storm calls {} ok / {} failed; after restarts {calls_after} calls, {failed_after} \
-         failed attempts; {:.1} s",
-        ROUNDS + 1,
-        l.attempts.len(),
-        l.acked_count(),
-        l.deploys_failed,
-        l.calls_ok,
-        l.calls_failed,
-        started.elapsed().as_secs_f64()
+    final_report(
+        &format!("super crash: seed {seed}, {} kills", ROUNDS + 1),
+        &book,
+        (calls_after, failed_after),
+        started,
     );
-    for why in &l.failures {
-        eprintln!("  a deploy failed with: {why}");
-    }
-    assert!(l.acked_count() > 0, "no deploy was acknowledged at all");
     Ok(())
 }
 
@@ -580,16 +631,7 @@ fn check_client_store(dir: &Path, scratch: &Path, id: &str) -> Result<BTreeMap<S
     }
     let mut hosted = BTreeMap::new();
     for h in store.hosted()? {
-        let module = store
-            .module(&h.hash)?
-            .with_context(|| format!("hosted replica {} has no module", h.name))?;
-        if ContentHash::of(&module) != h.hash {
-            bail!(
-                "hosted replica {}: module bytes do not hash to {}",
-                h.name,
-                h.hash
-            );
-        }
+        check_module(&store, &h.hash, &format!("hosted replica {}", h.name), "")?;
         hosted.insert(h.name, h.hash.to_string());
     }
     Ok(hosted)
@@ -605,21 +647,17 @@ async fn client_killed_during_storm_comes_back_and_nothing_is_lost() -> Result<(
     bin_dir();
     let started = Instant::now();
     let mut rng = Rng(seed);
-    let tmp = tempfile::tempdir()?;
-    let (quic, gw) = (free_udp(), free_tcp());
-    let super_dir = tmp.path().join("super");
-    let mut sup = start_super(&super_dir, quic, gw, &[])?;
-    let peer = super_peer(&sup, quic);
     const CLIENTS: usize = 3;
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let api = free_tcp();
-        let dir = tmp.path().join(format!("c{i}"));
-        let c = start_client(&dir, api, std::slice::from_ref(&peer), 2)?;
-        clients.push((c, api, dir));
-    }
-    wait_clients(gw, CLIENTS).await?;
-    let hello = hello_wasm(tmp.path());
+    let StormNet {
+        tmp,
+        super_dir,
+        quic,
+        gw,
+        mut sup,
+        peer,
+        mut clients,
+        hello,
+    } = StormNet::start(CLIENTS).await?;
     let book: Shared = Arc::default();
     let (mut calls_after, mut failed_after) = (0, 0);
     const ROUNDS: usize = 2;
@@ -722,22 +760,12 @@ async fn client_killed_during_storm_comes_back_and_nothing_is_lost() -> Result<(
     .await?;
     calls_after += made;
     failed_after += failed;
-    let l = ledger(&book);
-    eprintln!(
-        "client crash: seed {base}, {ROUNDS} client kills and 1 super kill, {} deploys tried, {} acked, {} failed; \
-         storm calls {} ok / {} failed; after restarts {calls_after} calls, {failed_after} \
-         failed attempts; {:.1} s",
-        l.attempts.len(),
-        l.acked_count(),
-        l.deploys_failed,
-        l.calls_ok,
-        l.calls_failed,
-        started.elapsed().as_secs_f64()
+    final_report(
+        &format!("client crash: seed {base}, {ROUNDS} client kills and 1 super kill"),
+        &book,
+        (calls_after, failed_after),
+        started,
     );
-    for why in &l.failures {
-        eprintln!("  a deploy failed with: {why}");
-    }
-    assert!(l.acked_count() > 0, "no deploy was acknowledged at all");
     Ok(())
 }
 
@@ -885,17 +913,27 @@ fn check_super_store_plain(dir: &Path, scratch: &Path) -> Result<BTreeMap<String
     let store = orb_store::Store::open(scratch).context("super store opens after kill -9")?;
     let mut view = BTreeMap::new();
     for f in store.functions()? {
-        let module = store
-            .module(&f.hash)?
-            .with_context(|| format!("function {} has no module (half-written deploy)", f.name))?;
-        if ContentHash::of(&module) != f.hash {
-            bail!(
-                "function {}: module bytes do not hash to {}",
-                f.name,
-                f.hash
-            );
-        }
+        let what = format!("function {}", f.name);
+        check_module(&store, &f.hash, &what, " (half-written deploy)")?;
         view.insert(f.name, f.hash.to_string());
     }
     Ok(view)
+}
+
+/// The module `hash` is in `store` and its bytes hash to it. `what` names
+/// the record in the error ("function NAME"); `missing` is added to the
+/// error when the module is not there at all.
+fn check_module(
+    store: &orb_store::Store,
+    hash: &ContentHash,
+    what: &str,
+    missing: &str,
+) -> Result<()> {
+    let module = store
+        .module(hash)?
+        .with_context(|| format!("{what} has no module{missing}"))?;
+    if ContentHash::of(&module) != *hash {
+        bail!("{what}: module bytes do not hash to {hash}");
+    }
+    Ok(())
 }

@@ -8,19 +8,18 @@
 // Each example uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// The workspace root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "../../tests/common/shared.rs"]
+mod shared;
+pub use shared::*;
 
 /// The directory holding `orb-super` and `orb-client` for the profile this
 /// example was built with (`target/release/examples/load` ->
@@ -28,34 +27,14 @@ pub fn root() -> PathBuf {
 /// two binaries first (a no-op when they are fresh), so a measurement never
 /// runs stale binaries against a freshly built example.
 pub fn bin_dir(build: bool) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("path of this example")?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("target directory")?
-        .to_path_buf();
-    let profile = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("debug")
-        .to_string();
+    let (dir, profile) = profile_dir()?;
     if profile != "release" {
         eprintln!(
             "warning: built with the {profile:?} profile; figures are only meaningful with --release"
         );
     }
     if build {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(root())
-            .args(["build", "-p", "orb-super", "-p", "orb-client"]);
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().context("running cargo build")?;
-        if !status.success() {
-            bail!("building orb-super and orb-client failed");
-        }
+        build_binaries(&profile)?;
     }
     for name in ["orb-super", "orb-client"] {
         if !dir.join(name).exists() {
@@ -78,24 +57,12 @@ pub fn free_udp() -> Result<SocketAddr> {
     Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// A node process, killed (SIGKILL) and reaped when dropped, so an example
-/// that fails half way never leaves nodes behind.
-pub struct Proc {
-    /// The child.
-    pub child: Child,
-    /// The ready line it printed.
-    pub ready: String,
-    /// A label for reports.
-    pub name: String,
-    _lines: mpsc::Receiver<String>,
-}
-
 impl Proc {
     /// Start `bin args...` and wait (up to 60 s) for a stdout line starting
-    /// with `ready_prefix`. `nofile`: raise the child's open-file limit to
-    /// this (or its hard limit, if lower) through `sh -c 'ulimit -n ..;
-    /// exec ..'`, because the workspace forbids the `unsafe` a `pre_exec`
-    /// setrlimit would need.
+    /// with `ready_prefix`; `ORB_NODE_LOG` sets the node's `RUST_LOG`.
+    /// `nofile`: raise the child's open-file limit to this (or its hard
+    /// limit, if lower) through `sh -c 'ulimit -n ..; exec ..'`, because
+    /// the workspace forbids the `unsafe` a `pre_exec` setrlimit would need.
     pub fn start(
         name: &str,
         bin: &Path,
@@ -103,7 +70,7 @@ impl Proc {
         ready_prefix: &str,
         nofile: Option<u64>,
     ) -> Result<Proc> {
-        let mut cmd = match nofile {
+        let cmd = match nofile {
             Some(n) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
@@ -120,54 +87,7 @@ impl Proc {
                 c
             }
         };
-        let mut child = cmd
-            .env(
-                "RUST_LOG",
-                std::env::var("ORB_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with(ready_prefix) => {
-                    return Ok(Proc {
-                        child,
-                        ready: line,
-                        name: name.to_string(),
-                        _lines: rx,
-                    });
-                }
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    bail!("{name} did not print {ready_prefix:?} (exit status {status:?})");
-                }
-            }
-        }
-    }
-
-    /// A `key=value` field of the ready line.
-    pub fn field(&self, key: &str) -> String {
-        self.ready
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap_or_default()
-            .to_string()
+        Proc::spawn(name, cmd, bin, "ORB_NODE_LOG", ready_prefix)
     }
 
     /// The process ID (after `exec`, the `sh` wrapper's ID is the node's).
@@ -181,11 +101,24 @@ impl Proc {
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Start `orb-super run` from `bins`, its data in `dir/super`, QUIC and
+/// HTTP on free loopback ports; `nofile` as for [`Proc::start`].
+pub fn start_super(bins: &Path, dir: &Path, nofile: Option<u64>) -> Result<Proc> {
+    Proc::start(
+        "super",
+        &bins.join("orb-super"),
+        &[
+            "run".into(),
+            "--data-dir".into(),
+            dir.join("super").display().to_string(),
+            "--listen".into(),
+            free_udp()?.to_string(),
+            "--http".into(),
+            free_tcp()?.to_string(),
+        ],
+        "orb-super ready ",
+        nofile,
+    )
 }
 
 /// Resident memory of a process, from `/proc/PID/status`, in KiB.
@@ -218,6 +151,44 @@ fn parse_status(text: &str) -> Option<Mem> {
         rss_kb: field("VmRSS:")?,
         hwm_kb: field("VmHWM:")?,
     })
+}
+
+/// Samples the `VmRSS` of some processes on a task of its own, every
+/// `every`, until [`RssSampler::stop`].
+pub struct RssSampler {
+    running: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Vec<(u64, u64)>>>,
+}
+
+impl RssSampler {
+    /// Start sampling `pids` (a process that has exited is skipped).
+    pub fn start(pids: Vec<u32>, every: Duration) -> RssSampler {
+        let running = Arc::new(AtomicBool::new(true));
+        let sampling = running.clone();
+        let task = tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut out: Vec<Vec<(u64, u64)>> = vec![Vec::new(); pids.len()];
+            let mut tick = tokio::time::interval(every);
+            while sampling.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let ms = t0.elapsed().as_millis() as u64;
+                for (i, pid) in pids.iter().enumerate() {
+                    if let Some(m) = mem_of(*pid) {
+                        out[i].push((ms, m.rss_kb));
+                    }
+                }
+            }
+            out
+        });
+        RssSampler { running, task }
+    }
+
+    /// Stop, and return the samples of each process in the order of `pids`:
+    /// (ms since the start, `VmRSS` KiB).
+    pub async fn stop(self) -> Result<Vec<Vec<(u64, u64)>>> {
+        self.running.store(false, Ordering::Relaxed);
+        self.task.await.context("sampler task")
+    }
 }
 
 /// KiB as MiB with one decimal, for tables.
@@ -274,23 +245,33 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// Poll `f` every 100 ms until it returns `Ok(Some(v))` or `timeout` passes.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match f().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
+/// Wait (up to `timeout`) until the super at `gateway` counts a number of
+/// clients in `/api/status` that `ok` accepts.
+pub async fn wait_clients(
+    http: &reqwest::Client,
+    gateway: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(u64) -> bool,
+) -> Result<()> {
+    let url = format!("{gateway}/api/status");
+    wait_for(what, timeout, || {
+        let (http, url, ok) = (http.clone(), url.clone(), &ok);
+        async move {
+            let v = get_json(&http, &url).await?;
+            Ok(v["clients"].as_u64().is_some_and(ok).then_some(()))
         }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what} (last error: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await
+}
+
+/// Print a report: the human `table` on stdout, or with `json` the
+/// `report` on stdout and the table on stderr.
+pub fn print_report(json: bool, table: &str, report: &serde_json::Value) {
+    if json {
+        eprint!("{table}");
+        println!("{report}");
+    } else {
+        print!("{table}");
     }
 }

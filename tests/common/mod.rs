@@ -2,20 +2,16 @@
 //! loopback, and wait for their ready lines.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-/// The workspace root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod shared;
+pub use shared::*;
 
 /// `true` when running in CI, where nothing may be skipped.
 pub fn in_ci() -> bool {
@@ -35,27 +31,8 @@ pub fn skip_or_fail(reason: &str) {
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        // target/<profile>/deps/e2e-xxxx -> target/<profile>
-        let exe = std::env::current_exe().expect("test exe path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf();
-        let profile = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_string();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(root())
-            .args(["build", "-p", "orb-super", "-p", "orb-client"]);
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building the binaries failed");
+        let (dir, profile) = profile_dir().expect("target dir");
+        build_binaries(&profile).unwrap_or_else(|e| panic!("building the binaries failed: {e:#}"));
         dir
     })
 }
@@ -79,78 +56,13 @@ pub fn free_udp() -> SocketAddr {
         .expect("free udp port")
 }
 
-/// A running node process, killed (SIGKILL) when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub ready: String,
-    pub name: String,
-    lines: mpsc::Receiver<String>,
-}
-
 impl Proc {
-    /// Start `bin args...` and wait for a stdout line starting with `ready_prefix`.
+    /// Start `bin args...` and wait for a stdout line starting with
+    /// `ready_prefix`; `ORB_TEST_LOG` sets the node's `RUST_LOG`.
     pub fn start(name: &str, bin: &Path, args: &[String], ready_prefix: &str) -> Result<Proc> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("ORB_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.starts_with(ready_prefix) => {
-                    return Ok(Proc {
-                        child,
-                        ready: line,
-                        name: name.to_string(),
-                        lines: rx,
-                    });
-                }
-                Ok(_) => continue,
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    bail!("{name} did not print {ready_prefix:?} (exit status {status:?})");
-                }
-            }
-        }
-    }
-
-    /// A `key=value` field of the ready line.
-    pub fn field(&self, key: &str) -> String {
-        self.ready
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap_or_default()
-            .to_string()
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Proc::spawn(name, cmd, bin, "ORB_TEST_LOG", ready_prefix)
     }
 }
 
@@ -223,27 +135,6 @@ pub fn client_cmd(
         si.write_all(input)?;
     }
     Ok(child.wait_with_output()?)
-}
-
-/// Poll `f` until it returns `Ok(Some(v))` or `timeout` passes.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match f().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what} (last error: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// An HTTP client that ignores proxies.

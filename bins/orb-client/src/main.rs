@@ -144,6 +144,12 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+// The limit flags are the super's, but `--max-http-connections` bounds the
+// local API here.
+#[command(mut_arg("max_http_connections", |a| a.help(
+    "Local API connections open at once; one more gets `503 Retry-After: 1` \
+     and is closed. Bounds file descriptors and memory under a flood"
+)))]
 struct DaemonArgs {
     /// TOML file with the daemon's settings (keys as the flags: data-dir,
     /// super = [..], listen, api, capacity, max-http-connections and the
@@ -169,32 +175,8 @@ struct DaemonArgs {
     /// can bootstrap from it. `off`: never.
     #[arg(long, value_parser = ["auto", "off"], default_value = "off")]
     promote: String,
-    /// Local API connections open at once; one more gets `503 Retry-After: 1`
-    /// and is closed. Bounds file descriptors and memory under a flood.
-    #[arg(long, default_value_t = Limits::default().max_http_connections)]
-    max_http_connections: usize,
-    /// HTTP connections open at once from one IP address (IPv6: one /64),
-    /// so a single host cannot take every slot.
-    #[arg(long, default_value_t = Limits::default().max_http_connections_per_ip)]
-    max_http_connections_per_ip: usize,
-    /// Seconds a client has to send a whole request head; a connection
-    /// that sends nothing (before a request or between two) is closed after
-    /// it too. The defence against slowloris.
-    #[arg(long, value_name = "SECS", default_value_t = Limits::default().http_header_timeout)]
-    http_header_timeout: u64,
-    /// Seconds a client has to send a request body once its head arrived
-    /// (408 beyond), and that a response may wait for the client to read.
-    /// The defence against slow bodies; 60 s lets 8 MiB through at ~1.1 Mbit/s.
-    #[arg(long, value_name = "SECS", default_value_t = Limits::default().http_request_timeout)]
-    http_request_timeout: u64,
-    /// QUIC connections (in and out) open at once; incoming ones beyond
-    /// it are refused.
-    #[arg(long, default_value_t = Limits::default().max_quic_connections)]
-    max_quic_connections: usize,
-    /// Requests (QUIC streams) one peer may have open at once on one
-    /// connection.
-    #[arg(long, default_value_t = Limits::default().max_streams_per_connection)]
-    max_streams_per_connection: u32,
+    #[command(flatten)]
+    limits: Limits,
 }
 
 fn main() -> ExitCode {
@@ -560,15 +542,7 @@ async fn daemon(
         .filter(|_| !given(m, "capacity"))
         .unwrap_or(args.capacity);
     config.promote = args.promote == "auto";
-    let limits = Limits {
-        max_http_connections: args.max_http_connections,
-        max_http_connections_per_ip: args.max_http_connections_per_ip,
-        http_header_timeout: args.http_header_timeout,
-        http_request_timeout: args.http_request_timeout,
-        max_quic_connections: args.max_quic_connections,
-        max_streams_per_connection: args.max_streams_per_connection,
-    }
-    .merge(file.limits(), |id| given(m, id));
+    let limits = args.limits.merge(file.limits(), |id| given(m, id));
     limits
         .apply(&mut config.http_limits, &mut config.transport)
         .map_err(anyhow::Error::msg)?;

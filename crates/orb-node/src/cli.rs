@@ -1,5 +1,5 @@
 //! Helpers the two binaries share: peer parsing with host names, platform
-//! data directories, logging setup.
+//! data directories, logging setup, config files and the limit flags.
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -76,114 +76,151 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Settings of `orb-super run` read from a TOML file (`--config FILE`).
-/// Keys mirror the flags; a flag given on the command line (or through its
-/// environment variable) wins over the file, and the file over the
-/// built-in default.
-///
-/// ```toml
-/// data-dir = "/var/lib/orb-super"
-/// listen = "0.0.0.0:7700"
-/// http = "0.0.0.0:7780"
-/// public-addr = "203.0.113.7:7700"
-/// bootstrap = ["ORBID@seed.example.org:7700"]
-/// max-body = 8388608
-/// max-http-connections = 1024
-/// max-http-connections-per-ip = 256
-/// http-header-timeout = 10
-/// http-request-timeout = 60
-/// max-quic-connections = 4096
-/// max-streams-per-connection = 64
-/// ```
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct SuperFile {
-    /// `--data-dir`.
-    #[serde(alias = "data_dir")]
-    pub data_dir: Option<PathBuf>,
-    /// `--listen`.
-    pub listen: Option<std::net::SocketAddr>,
-    /// `--http`.
-    pub http: Option<std::net::SocketAddr>,
-    /// `--bootstrap` (repeatable): peers as `ORBID@HOST:PORT`.
-    #[serde(default)]
-    pub bootstrap: Vec<String>,
-    /// `--public-addr`.
-    #[serde(alias = "public_addr")]
-    pub public_addr: Option<std::net::SocketAddr>,
-    /// `--max-body`.
-    #[serde(alias = "max_body")]
-    pub max_body: Option<usize>,
-    /// `--max-http-connections`.
-    pub max_http_connections: Option<usize>,
-    /// `--max-http-connections-per-ip`.
-    pub max_http_connections_per_ip: Option<usize>,
-    /// `--http-header-timeout`, in seconds.
-    pub http_header_timeout: Option<u64>,
-    /// `--http-request-timeout`, in seconds.
-    pub http_request_timeout: Option<u64>,
-    /// `--max-quic-connections`.
-    pub max_quic_connections: Option<usize>,
-    /// `--max-streams-per-connection`.
-    pub max_streams_per_connection: Option<u32>,
+/// Declares a config-file struct: its own keys, then the six limit keys
+/// (one list for [`LimitKeys`] and both files); for a file, also `limits()`
+/// to collect them. serde's `flatten` would embed a [`LimitKeys`] without a
+/// macro, but serde does not support it together with `deny_unknown_fields`.
+macro_rules! with_limit_keys {
+    (@struct $(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($body)*
+            /// `--max-http-connections`.
+            pub max_http_connections: Option<usize>,
+            /// `--max-http-connections-per-ip`.
+            pub max_http_connections_per_ip: Option<usize>,
+            /// `--http-header-timeout`, in seconds.
+            pub http_header_timeout: Option<u64>,
+            /// `--http-request-timeout`, in seconds.
+            pub http_request_timeout: Option<u64>,
+            /// `--max-quic-connections`.
+            pub max_quic_connections: Option<usize>,
+            /// `--max-streams-per-connection`.
+            pub max_streams_per_connection: Option<u32>,
+        }
+    };
+    ($(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
+        with_limit_keys!(@struct $(#[$meta])* pub struct $name { $($body)* });
+
+        impl $name {
+            /// The limit keys, for [`Limits::merge`].
+            pub fn limits(&self) -> LimitKeys {
+                LimitKeys {
+                    max_http_connections: self.max_http_connections,
+                    max_http_connections_per_ip: self.max_http_connections_per_ip,
+                    http_header_timeout: self.http_header_timeout,
+                    http_request_timeout: self.http_request_timeout,
+                    max_quic_connections: self.max_quic_connections,
+                    max_streams_per_connection: self.max_streams_per_connection,
+                }
+            }
+        }
+    };
 }
 
-/// Settings of `orb-client daemon` read from a TOML file (`--config
-/// FILE`); keys mirror the flags, flags win.
-///
-/// ```toml
-/// data-dir = "/home/me/.local/share/orb/client"
-/// super = ["ORBID@super.example.org:7700"]
-/// listen = "0.0.0.0:0"
-/// api = "127.0.0.1:7790"
-/// capacity = 4
-/// max-http-connections = 1024
-/// http-header-timeout = 10
-/// ```
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ClientFile {
-    /// `--data-dir`.
-    #[serde(alias = "data_dir")]
-    pub data_dir: Option<PathBuf>,
-    /// `--super` (repeatable): home supers as `ORBID@HOST:PORT`.
-    #[serde(default, rename = "super", alias = "supers")]
-    pub supers: Vec<String>,
-    /// `--listen`.
-    pub listen: Option<std::net::SocketAddr>,
-    /// `--api`.
-    pub api: Option<std::net::SocketAddr>,
-    /// `--capacity`.
-    pub capacity: Option<usize>,
-    /// `--max-http-connections`.
-    pub max_http_connections: Option<usize>,
-    /// `--max-http-connections-per-ip`.
-    pub max_http_connections_per_ip: Option<usize>,
-    /// `--http-header-timeout`, in seconds.
-    pub http_header_timeout: Option<u64>,
-    /// `--http-request-timeout`, in seconds.
-    pub http_request_timeout: Option<u64>,
-    /// `--max-quic-connections`.
-    pub max_quic_connections: Option<usize>,
-    /// `--max-streams-per-connection`.
-    pub max_streams_per_connection: Option<u32>,
+with_limit_keys! {
+    /// Settings of `orb-super run` read from a TOML file (`--config FILE`).
+    /// Keys mirror the flags; a flag given on the command line (or through its
+    /// environment variable) wins over the file, and the file over the
+    /// built-in default.
+    ///
+    /// ```toml
+    /// data-dir = "/var/lib/orb-super"
+    /// listen = "0.0.0.0:7700"
+    /// http = "0.0.0.0:7780"
+    /// public-addr = "203.0.113.7:7700"
+    /// bootstrap = ["ORBID@seed.example.org:7700"]
+    /// max-body = 8388608
+    /// max-http-connections = 1024
+    /// max-http-connections-per-ip = 256
+    /// http-header-timeout = 10
+    /// http-request-timeout = 60
+    /// max-quic-connections = 4096
+    /// max-streams-per-connection = 64
+    /// ```
+    #[derive(Debug, Default, Clone, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+    pub struct SuperFile {
+        /// `--data-dir`.
+        #[serde(alias = "data_dir")]
+        pub data_dir: Option<PathBuf>,
+        /// `--listen`.
+        pub listen: Option<std::net::SocketAddr>,
+        /// `--http`.
+        pub http: Option<std::net::SocketAddr>,
+        /// `--bootstrap` (repeatable): peers as `ORBID@HOST:PORT`.
+        #[serde(default)]
+        pub bootstrap: Vec<String>,
+        /// `--public-addr`.
+        #[serde(alias = "public_addr")]
+        pub public_addr: Option<std::net::SocketAddr>,
+        /// `--max-body`.
+        #[serde(alias = "max_body")]
+        pub max_body: Option<usize>,
+    }
 }
 
-/// The connection and request limits as the flags (or config keys) of
-/// both binaries give them; [`Limits::apply`] checks them and sets them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+with_limit_keys! {
+    /// Settings of `orb-client daemon` read from a TOML file (`--config
+    /// FILE`); keys mirror the flags, flags win.
+    ///
+    /// ```toml
+    /// data-dir = "/home/me/.local/share/orb/client"
+    /// super = ["ORBID@super.example.org:7700"]
+    /// listen = "0.0.0.0:0"
+    /// api = "127.0.0.1:7790"
+    /// capacity = 4
+    /// max-http-connections = 1024
+    /// http-header-timeout = 10
+    /// ```
+    #[derive(Debug, Default, Clone, serde::Deserialize)]
+    #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+    pub struct ClientFile {
+        /// `--data-dir`.
+        #[serde(alias = "data_dir")]
+        pub data_dir: Option<PathBuf>,
+        /// `--super` (repeatable): home supers as `ORBID@HOST:PORT`.
+        #[serde(default, rename = "super", alias = "supers")]
+        pub supers: Vec<String>,
+        /// `--listen`.
+        pub listen: Option<std::net::SocketAddr>,
+        /// `--api`.
+        pub api: Option<std::net::SocketAddr>,
+        /// `--capacity`.
+        pub capacity: Option<usize>,
+    }
+}
+
+/// The connection and request limits: the flags of both binaries (put in
+/// with `#[command(flatten)]`; the field names are clap's ids), or config
+/// keys after [`Limits::merge`]; [`Limits::apply`] checks them and sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct Limits {
-    /// `--max-http-connections`.
+    /// HTTP connections open at once; one more gets `503 Retry-After: 1`
+    /// and is closed. Bounds file descriptors and memory under a flood.
+    #[arg(long, default_value_t = Limits::default().max_http_connections)]
     pub max_http_connections: usize,
-    /// `--max-http-connections-per-ip`.
+    /// HTTP connections open at once from one IP address (IPv6: one /64),
+    /// so a single host cannot take every slot.
+    #[arg(long, default_value_t = Limits::default().max_http_connections_per_ip)]
     pub max_http_connections_per_ip: usize,
-    /// `--http-header-timeout`, seconds.
+    /// Seconds a client has to send a whole request head; a connection
+    /// that sends nothing (before a request or between two) is closed after
+    /// it too. The defence against slowloris.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().http_header_timeout)]
     pub http_header_timeout: u64,
-    /// `--http-request-timeout`, seconds.
+    /// Seconds a client has to send a request body once its head arrived
+    /// (408 beyond), and that a response may wait for the client to read.
+    /// The defence against slow bodies; 60 s lets 8 MiB through at ~1.1 Mbit/s.
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().http_request_timeout)]
     pub http_request_timeout: u64,
-    /// `--max-quic-connections`.
+    /// QUIC connections (in and out) open at once; incoming ones beyond
+    /// it are refused.
+    #[arg(long, default_value_t = Limits::default().max_quic_connections)]
     pub max_quic_connections: usize,
-    /// `--max-streams-per-connection`.
+    /// Requests (QUIC streams) one peer may have open at once on one
+    /// connection.
+    #[arg(long, default_value_t = Limits::default().max_streams_per_connection)]
     pub max_streams_per_connection: u32,
 }
 
@@ -204,21 +241,11 @@ impl Default for Limits {
     }
 }
 
-/// The limit keys of a config file; `None` where the file has none.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LimitKeys {
-    /// `max-http-connections`.
-    pub max_http_connections: Option<usize>,
-    /// `max-http-connections-per-ip`.
-    pub max_http_connections_per_ip: Option<usize>,
-    /// `http-header-timeout`, seconds.
-    pub http_header_timeout: Option<u64>,
-    /// `http-request-timeout`, seconds.
-    pub http_request_timeout: Option<u64>,
-    /// `max-quic-connections`.
-    pub max_quic_connections: Option<usize>,
-    /// `max-streams-per-connection`.
-    pub max_streams_per_connection: Option<u32>,
+with_limit_keys! {
+    @struct
+    /// The limit keys of a config file; `None` where the file has none.
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct LimitKeys {}
 }
 
 impl Limits {
@@ -308,34 +335,6 @@ impl Limits {
         quic.max_connections = self.max_quic_connections;
         quic.max_concurrent_streams = self.max_streams_per_connection;
         http.validate().map_err(|e| e.to_string())
-    }
-}
-
-impl SuperFile {
-    /// The limit keys, for [`Limits::merge`].
-    pub fn limits(&self) -> LimitKeys {
-        LimitKeys {
-            max_http_connections: self.max_http_connections,
-            max_http_connections_per_ip: self.max_http_connections_per_ip,
-            http_header_timeout: self.http_header_timeout,
-            http_request_timeout: self.http_request_timeout,
-            max_quic_connections: self.max_quic_connections,
-            max_streams_per_connection: self.max_streams_per_connection,
-        }
-    }
-}
-
-impl ClientFile {
-    /// The limit keys, for [`Limits::merge`].
-    pub fn limits(&self) -> LimitKeys {
-        LimitKeys {
-            max_http_connections: self.max_http_connections,
-            max_http_connections_per_ip: self.max_http_connections_per_ip,
-            http_header_timeout: self.http_header_timeout,
-            http_request_timeout: self.http_request_timeout,
-            max_quic_connections: self.max_quic_connections,
-            max_streams_per_connection: self.max_streams_per_connection,
-        }
     }
 }
 
