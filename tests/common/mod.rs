@@ -42,18 +42,53 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A free TCP port on loopback (the OS picks; tiny race accepted in tests).
+/// A free TCP port on loopback, for a node to bind later.
 pub fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free tcp port")
+    free_port(|a| TcpListener::bind(a).is_ok())
 }
 
-/// A free UDP port on loopback.
+/// A free UDP port on loopback, for a node to bind later.
 pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("free udp port")
+    free_port(|a| UdpSocket::bind(a).is_ok())
+}
+
+/// A port below the kernel's ephemeral range that is free now and was not
+/// handed out before in this process.
+///
+/// Why not port 0: the OS then picks from the ephemeral range, the same
+/// range every outgoing connection takes its source port from. Between
+/// picking a port and the node binding it (and while a killed node is down
+/// before its restart on the same port), any HTTP or QUIC connection of
+/// the test's twenty processes could take it: CI saw "Address already in
+/// use". Ports below the range are never taken implicitly.
+fn free_port(bindable: impl Fn(SocketAddr) -> bool) -> SocketAddr {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768)
+        .clamp(12_000, 65_535);
+    let (base, span) = (low - 10_000, 10_000);
+    // Start somewhere different in each test process (test binaries may run
+    // at the same time as other tools), then walk the range.
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()));
+    let _ = NEXT.compare_exchange(0, seed % span + 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !taken.contains(&port) && bindable(addr) {
+            taken.push(port);
+            return addr;
+        }
+    }
+    panic!("no free port in {base}..{}", base + span);
 }
 
 impl Proc {
