@@ -181,7 +181,17 @@ impl ClientNode {
                 addr: quic_addr,
             },
             orb_overlay::Role::Client,
-            OverlayConfig::default(),
+            OverlayConfig {
+                core: orb_overlay::Config {
+                    // Records are re-signed every REFRESH_EVERY (10 min) and
+                    // the shortest lives 30 min, so a healthy record never
+                    // has under 20 min left. The overlay's 2 h default would
+                    // warn about every provider and node record at once.
+                    expiry_warning: 15 * 60 * 1000,
+                    ..orb_overlay::Config::default()
+                },
+                ..OverlayConfig::default()
+            },
         );
         let (serve_tx, serve_rx) = tokio::sync::mpsc::channel(64);
         let paths = Arc::new(crate::paths::Paths::new(
