@@ -30,22 +30,23 @@ const SHARED_NAMES: u64 = 2;
 /// Generous: debug builds on two shared cores.
 const RECOVERY: Duration = Duration::from_secs(90);
 
-/// SplitMix64: small and seedable, so a failing run can be replayed.
-struct Rng(u64);
+/// The workspace's seeded generator, so a failing run can be replayed
+/// (`ORB_CRASH_SEED`).
+struct Rng(rand::rngs::StdRng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        use rand::SeedableRng;
+        Rng(rand::rngs::StdRng::seed_from_u64(seed))
+    }
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        rand::RngCore::next_u64(&mut self.0)
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        rand::Rng::gen_range(&mut self.0, 0..n)
     }
     fn fork(&mut self) -> Rng {
-        Rng(self.next())
+        Rng::new(self.next())
     }
 }
 
@@ -555,7 +556,7 @@ async fn super_killed_during_deploy_storm_keeps_every_acknowledged_deploy() -> R
     // Timed from here: building the binaries is not part of the test.
     bin_dir();
     let started = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let StormNet {
         tmp,
         super_dir: dir,
@@ -646,7 +647,7 @@ async fn client_killed_during_storm_comes_back_and_nothing_is_lost() -> Result<(
     // Timed from here: building the binaries is not part of the test.
     bin_dir();
     let started = Instant::now();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     const CLIENTS: usize = 3;
     let StormNet {
         tmp,

@@ -28,27 +28,21 @@ const ITERATIONS: u64 = 20;
 /// Blob namespace the child writes (the ledger's shape: many small values).
 const NS: &str = "crash-ledger";
 
-/// SplitMix64: tiny, seedable, good enough to pick sizes and moments (no
-/// extra dependency for the store crate).
-struct Rng(u64);
+/// The workspace's seeded generator, so a failing run can be replayed
+/// (`ORB_CRASH_SEED`).
+struct Rng(rand::rngs::StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Rng {
+        use rand::SeedableRng;
+        Rng(rand::rngs::StdRng::seed_from_u64(seed))
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        rand::Rng::gen_range(&mut self.0, 0..n)
     }
     fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
+        let mut out = vec![0; len];
+        rand::RngCore::fill_bytes(&mut self.0, &mut out);
         out
     }
 }
@@ -115,7 +109,7 @@ struct Calls {
 impl Calls {
     fn new(seed: u64, run: u64) -> Calls {
         Calls {
-            rng: Rng(seed ^ run.wrapping_mul(0x2545_f491_4f6c_dd1d)),
+            rng: Rng::new(seed ^ run.wrapping_mul(0x2545_f491_4f6c_dd1d)),
             run,
             n: 0,
             queue: VecDeque::new(),
@@ -399,7 +393,7 @@ fn random_kill_9_keeps_every_acknowledged_write_and_nothing_half_written() {
     let started = Instant::now();
     let exe = std::env::current_exe().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut model = Model::default();
     let mut identity: Option<String> = None;
     let (mut total_acked, mut in_flight_landed, mut before_open) = (0usize, 0usize, 0usize);
