@@ -94,17 +94,7 @@ async fn network() -> Result<Net> {
     })
     .await?;
     let wasm = hello_wasm(tmp.path());
-    let wasm = wasm.display().to_string();
-    let out = client_cmd(
-        api,
-        &["deploy", &wasm, "--name", "hello", "--replicas", "1"],
-        None,
-    )?;
-    assert!(
-        out.status.success(),
-        "deploy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy(api, &wasm, "hello", &["--replicas", "1"])?;
     let r = http()
         .post(format!("http://{gateway}/fn/hello"))
         .body("dashboard")

@@ -63,35 +63,14 @@ async fn one_super_two_clients_deploy_call_and_super_restart() -> Result<()> {
 
     // Deploy through client A's CLI.
     let hello = hello_wasm(tmp.path());
-    let out = client_cmd(
-        api_a,
-        &[
-            "deploy",
-            hello.to_str().unwrap_or_default(),
-            "--name",
-            "hello",
-            "--replicas",
-            "1",
-        ],
-        None,
-    )?;
-    assert!(
-        out.status.success(),
-        "deploy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deployed hello"));
+    let out = deploy(api_a, &hello, "hello", &["--replicas", "1"])?;
+    assert!(out.contains("deployed hello"));
 
     // Gateway call: the output, and the node that ran it.
     let url = format!("http://{gw}/fn/hello");
     let r = http().post(&url).body("world").send().await?;
     assert_eq!(r.status(), 200);
-    let node = r
-        .headers()
-        .get("x-orb-node")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let node = node_header(&r);
     assert!(
         ids.contains(&node),
         "x-orb-node {node} is not one of the clients"
@@ -182,45 +161,13 @@ async fn one_super_two_clients_deploy_call_and_super_restart() -> Result<()> {
     assert_eq!(names, ["hello"], "a refused deploy stored something");
 
     let trap = wat_file(tmp.path(), "trap.wasm", TRAP_WAT);
-    let out = client_cmd(
-        api_a,
-        &[
-            "deploy",
-            trap.to_str().unwrap_or_default(),
-            "--name",
-            "trap",
-            "--replicas",
-            "1",
-        ],
-        None,
-    )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy(api_a, &trap, "trap", &["--replicas", "1"])?;
     let r = http().post(format!("http://{gw}/fn/trap")).send().await?;
     assert_eq!(r.status(), 500);
     assert!(r.text().await?.contains("trap"));
 
     let exit3 = wat_file(tmp.path(), "exit3.wasm", EXIT3_WAT);
-    let out = client_cmd(
-        api_a,
-        &[
-            "deploy",
-            exit3.to_str().unwrap_or_default(),
-            "--name",
-            "exit3",
-            "--replicas",
-            "1",
-        ],
-        None,
-    )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    deploy(api_a, &exit3, "exit3", &["--replicas", "1"])?;
     let r = http().post(format!("http://{gw}/fn/exit3")).send().await?;
     assert_eq!(r.status(), 500);
     let text = r.text().await?;

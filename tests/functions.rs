@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use common::*;
 
 /// Generous bound for anything to settle on a loaded machine.
@@ -96,17 +96,9 @@ async fn network(dir: &Path, capacity: usize) -> Result<Net> {
 
 /// `orb-client deploy FILE --name NAME --replicas 1 EXTRA...`, which must succeed.
 fn deploy(api: SocketAddr, file: &Path, name: &str, extra: &[&str]) -> Result<()> {
-    let path = file.to_str().context("utf-8 path")?;
-    let mut args = vec!["deploy", path, "--name", name, "--replicas", "1"];
+    let mut args = vec!["--replicas", "1"];
     args.extend_from_slice(extra);
-    let out = client_cmd(api, &args, None)?;
-    if !out.status.success() {
-        bail!(
-            "deploy {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    common::deploy(api, file, name, &args).map(drop)
 }
 
 /// POST to the gateway: (status, x-orb-fuel, body).

@@ -22,12 +22,7 @@ async fn call(url: &str, body: &str) -> Result<Option<(String, String)>> {
     if r.status() != 200 {
         return Ok(None);
     }
-    let node = r
-        .headers()
-        .get("x-orb-node")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let node = node_header(&r);
     Ok(Some((r.text().await?, node)))
 }
 
@@ -81,26 +76,13 @@ async fn function_deployed_at_one_super_is_callable_at_the_others() -> Result<()
     .await?;
 
     let wasm = hello_wasm(tmp.path());
-    let out = client_cmd(
+    let out = deploy(
         api_a,
-        &[
-            "deploy",
-            wasm.to_str().unwrap_or_default(),
-            "--name",
-            "hello",
-            "--replicas",
-            "1",
-            "--here",
-            "--json",
-        ],
-        None,
+        &wasm,
+        "hello",
+        &["--replicas", "1", "--here", "--json"],
     )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deployed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let deployed: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(
         deployed["placed_on"][0],
         id_a.as_str(),
@@ -114,25 +96,8 @@ async fn function_deployed_at_one_super_is_callable_at_the_others() -> Result<()
     // Two replicas with a client behind A and one behind C: one each, the
     // second through another super (which fetches the module from A).
     let wasm2 = tagged_module(&wasm, "hello2")?;
-    let out = client_cmd(
-        api_a,
-        &[
-            "deploy",
-            wasm2.to_str().unwrap_or_default(),
-            "--name",
-            "hello2",
-            "--replicas",
-            "2",
-            "--json",
-        ],
-        None,
-    )?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deployed2: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let out = deploy(api_a, &wasm2, "hello2", &["--replicas", "2", "--json"])?;
+    let deployed2: serde_json::Value = serde_json::from_str(&out)?;
     let mut placed: Vec<String> = deployed2["placed_on"]
         .as_array()
         .into_iter()

@@ -575,12 +575,7 @@ async fn http(dev: &Device, url: String, body: Option<String>) -> Result<(u16, S
         .send()
         .await?;
         let status = r.status().as_u16();
-        let node = r
-            .headers()
-            .get("x-orb-node")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let node = common::node_header(&r);
         let text = r.text().await?;
         anyhow::Ok((status, node, text))
     })?;

@@ -89,19 +89,10 @@ fn deploy(
     name: &str,
     extra: &[&str],
 ) -> Result<serde_json::Value> {
-    let mut args = vec![
-        "deploy",
-        file.to_str().unwrap_or_default(),
-        "--name",
-        name,
-        "--json",
-    ];
+    let mut args = vec!["--json"];
     args.extend_from_slice(extra);
-    let out = client_cmd(net.clients[0].1, &args, None)?;
-    if !out.status.success() {
-        bail!("deploy failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    let out = common::deploy(net.clients[0].1, file, name, &args)?;
+    Ok(serde_json::from_str(&out)?)
 }
 
 /// POST to the gateway: (status, x-orb-node, body).
@@ -112,12 +103,7 @@ async fn call(gw: SocketAddr, name: &str, body: &str) -> Result<(u16, String, St
         .send()
         .await?;
     let status = r.status().as_u16();
-    let node = r
-        .headers()
-        .get("x-orb-node")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let node = node_header(&r);
     Ok((status, node, r.text().await?))
 }
 

@@ -172,6 +172,31 @@ pub fn client_cmd(
     Ok(child.wait_with_output()?)
 }
 
+/// `orb-client --api API deploy FILE --name NAME EXTRA...`, which must
+/// succeed; its standard output.
+pub fn deploy(api: SocketAddr, file: &Path, name: &str, extra: &[&str]) -> Result<String> {
+    let path = file.to_str().context("utf-8 path")?;
+    let mut args = vec!["deploy", path, "--name", name];
+    args.extend_from_slice(extra);
+    let out = client_cmd(api, &args, None)?;
+    if !out.status.success() {
+        bail!(
+            "deploy {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The `x-orb-node` header of a gateway answer (empty when missing).
+pub fn node_header(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-orb-node")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// An HTTP client that ignores proxies.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()

@@ -210,15 +210,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         }
         Command::Id { data_dir, json } => {
             let dir = data_dir.unwrap_or_else(|| default_data_dir("client"));
-            let store = orb_store::Store::open(&dir)
-                .with_context(|| format!("opening {}", dir.display()))?;
-            let id = store.load_or_create_identity()?.id();
-            if json {
-                println!("{}", serde_json::json!({ "id": id.to_string() }));
-            } else {
-                println!("{id}");
-            }
-            Ok(())
+            orb_node::cli::print_id(&dir, json)
+                .with_context(|| format!("reading the identity in {}", dir.display()))
         }
         Command::Resolve { name, json } => {
             let resp = client()?
@@ -426,22 +419,20 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         }
         Command::Functions { json } => {
             let v = get_json(&format!("{api}/api/functions")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!("{:<24} {:<14} {:>9} REPLICAS", "NAME", "HASH", "SIZE");
-            for f in v.as_array().into_iter().flatten() {
-                let hash = s(&f["hash"]);
-                println!(
-                    "{:<24} {:<14} {:>9} {}",
-                    s(&f["name"]),
-                    &hash[..12.min(hash.len())],
-                    f["size"],
-                    f["replicas"].as_array().map(|a| a.len()).unwrap_or(0)
-                );
-            }
-            Ok(())
+            table(
+                &v,
+                json,
+                &[("NAME", 24), ("HASH", 14), ("SIZE", -9), ("REPLICAS", 0)],
+                |f| {
+                    let hash = s(&f["hash"]);
+                    vec![
+                        s(&f["name"]),
+                        hash[..12.min(hash.len())].to_string(),
+                        f["size"].to_string(),
+                        f["replicas"].as_array().map_or(0, |a| a.len()).to_string(),
+                    ]
+                },
+            )
         }
         Command::Ping { id, json } => {
             let resp = client()?
@@ -465,39 +456,35 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         }
         Command::Peers { json } => {
             let v = get_json(&format!("{api}/api/peers")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!("{:<54} {:<11} {:<22} RTT_MS", "ID", "PATH", "ADDRESS");
-            for n in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<54} {:<11} {:<22} {:.2}",
-                    s(&n["id"]),
-                    s(&n["path"]),
-                    s(&n["addr"]),
-                    n["rtt_ms"].as_f64().unwrap_or(0.0)
-                );
-            }
-            Ok(())
+            table(
+                &v,
+                json,
+                &[("ID", 54), ("PATH", 11), ("ADDRESS", 22), ("RTT_MS", 0)],
+                |n| {
+                    vec![
+                        s(&n["id"]),
+                        s(&n["path"]),
+                        s(&n["addr"]),
+                        format!("{:.2}", n["rtt_ms"].as_f64().unwrap_or(0.0)),
+                    ]
+                },
+            )
         }
         Command::Nodes { json } => {
             let v = get_json(&format!("{api}/api/nodes")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!("{:<54} {:<8} {:<22} CONNECTED", "ID", "ROLE", "ADDRESS");
-            for n in v.as_array().into_iter().flatten() {
-                println!(
-                    "{:<54} {:<8} {:<22} {}",
-                    s(&n["id"]),
-                    s(&n["role"]),
-                    s(&n["addr"]),
-                    n["connected"]
-                );
-            }
-            Ok(())
+            table(
+                &v,
+                json,
+                &[("ID", 54), ("ROLE", 8), ("ADDRESS", 22), ("CONNECTED", 0)],
+                |n| {
+                    vec![
+                        s(&n["id"]),
+                        s(&n["role"]),
+                        s(&n["addr"]),
+                        n["connected"].to_string(),
+                    ]
+                },
+            )
         }
     }
 }
@@ -556,6 +543,41 @@ async fn daemon(
     shutdown_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await;
+    Ok(())
+}
+
+/// Print a JSON list as pretty JSON, or as a table: `columns` are the
+/// headers with their widths (negative: right-aligned; 0: the last,
+/// unpadded), `row` the cells of one element.
+fn table(
+    v: &Value,
+    json: bool,
+    columns: &[(&str, isize)],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for ((_, width), cell) in columns.iter().zip(cells) {
+            let w = width.unsigned_abs();
+            match width.signum() {
+                0 => out.push_str(&cell),
+                1 => out.push_str(&format!("{cell:<w$} ")),
+                _ => out.push_str(&format!("{cell:>w$} ")),
+            }
+        }
+        out.trim_end().to_string()
+    };
+    println!(
+        "{}",
+        line(columns.iter().map(|(h, _)| h.to_string()).collect())
+    );
+    for item in v.as_array().into_iter().flatten() {
+        println!("{}", line(row(item)));
+    }
     Ok(())
 }
 

@@ -88,15 +88,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Id { data_dir, json } => {
             let dir = data_dir.unwrap_or_else(|| default_data_dir("super"));
-            let store = orb_store::Store::open(&dir)
-                .with_context(|| format!("opening {}", dir.display()))?;
-            let id = store.load_or_create_identity()?.id();
-            if json {
-                println!("{}", serde_json::json!({ "id": id.to_string() }));
-            } else {
-                println!("{id}");
-            }
-            Ok(())
+            orb_node::cli::print_id(&dir, json)
+                .with_context(|| format!("reading the identity in {}", dir.display()))
         }
         Command::Run(args) => {
             let given = matches

@@ -8,7 +8,7 @@ use std::time::Duration;
 use orb_proto::PeerAddr;
 use orb_transport::TransportConfig;
 
-use crate::http_server::HttpLimits;
+use crate::common::http_server::HttpLimits;
 
 /// Parse `ORBID@HOST:PORT`, resolving HOST if it is a name. For clap's
 /// `value_parser`.
@@ -344,6 +344,19 @@ pub fn load_config<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Re
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// `orb-super id` and `orb-client id`: print the node's Orb ID from its
+/// store in `dir` (creating the identity on first use), as text or JSON.
+pub fn print_id(dir: &std::path::Path, json: bool) -> Result<(), crate::NodeError> {
+    let store = orb_store::Store::open(dir)?;
+    let id = store.load_or_create_identity()?.id();
+    if json {
+        println!("{}", serde_json::json!({ "id": id.to_string() }));
+    } else {
+        println!("{id}");
+    }
+    Ok(())
 }
 
 /// Parse the peers of a config file.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use orb_proto::PeerAddr;
 use orb_transport::TransportConfig;
 
-use crate::http_server::HttpLimits;
+use crate::common::http_server::HttpLimits;
 
 /// Default QUIC port of a super node.
 pub const DEFAULT_SUPER_QUIC: &str = "0.0.0.0:7700";

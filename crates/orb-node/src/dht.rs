@@ -15,7 +15,7 @@ use orb_proto::{ContentHash, Keypair, PeerAddr};
 use orb_store::Store;
 use serde::Serialize;
 
-use crate::util::now_ms;
+use crate::common::util::now_ms;
 
 /// Lifetime of a name record. Owners re-sign well before it ends.
 pub(crate) const NAME_TTL_MS: u64 = 24 * 3600 * 1000;

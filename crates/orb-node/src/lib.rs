@@ -1,36 +1,37 @@
 //! The Orb roles composed from the lower crates.
 //!
-//! * [`super_node`]: a public super node: accepts client connections (the
-//!   public-to-private tunnels), stores deployed modules, places replicas,
-//!   routes calls, and serves the HTTP gateway.
-//! * [`client_node`]: the desktop daemon: keeps connections to its home
-//!   supers, hosts replicas and runs calls on them, and serves a local API
-//!   that the `orb-client` CLI talks to.
-//! * [`http_server`]: the guarded HTTP/1.1 server both serve their HTTP
-//!   with (connection caps, timeouts against slow clients).
+//! * [`SuperNode`] (module `supernode`): a public super node: accepts
+//!   client connections (the public-to-private tunnels), stores deployed
+//!   modules, places replicas, routes calls, bridges NATed nodes, and
+//!   serves the HTTP gateway.
+//! * [`ClientNode`] (module `client`): the desktop daemon: keeps
+//!   connections to its home supers, hosts replicas and runs calls on them,
+//!   finds node-to-node paths, and serves a local API that the
+//!   `orb-client` CLI talks to.
+//! * [`policy`]: the decisions both make (placement, scaling, routing,
+//!   accounting, health) as pure functions with their own unit tests.
+//! * [`common`]: what both share: the guarded HTTP server, metrics, HTTP
+//!   plumbing of calls.
 //!
-//! Both are started from a config struct and return a handle with the
-//! addresses they bound and a graceful `shutdown`.
+//! Both roles are started from a config struct and return a handle with the
+//! addresses they bound and a graceful `shutdown`. Neither role imports the
+//! other: a client promoted to a super starts one through [`SuperNode`],
+//! like a binary would.
 
-mod bridge;
 pub mod cli;
-pub mod client_node;
+mod client;
+pub mod common;
 pub mod config;
 pub mod dht;
 pub mod error;
-pub mod http_server;
-mod http_util;
-pub mod ledger;
-pub mod metrics;
-mod paths;
-pub mod super_node;
-mod util;
+pub mod policy;
+mod supernode;
 
-pub use client_node::{ClientHandle, ClientNode};
+pub use client::{ClientHandle, ClientNode};
+pub use common::http_server::{self, HttpLimits};
 pub use config::{ClientConfig, SuperConfig};
 pub use error::NodeError;
-pub use http_server::HttpLimits;
-pub use super_node::{SuperHandle, SuperNode};
+pub use supernode::{SuperHandle, SuperNode};
 
 /// Software name and version sent in `Hello` and shown in status.
 pub const AGENT: &str = concat!("orb/", env!("CARGO_PKG_VERSION"));
@@ -64,7 +65,7 @@ pub mod fuzzing {
     pub fn deploy_params(
         query: Option<&str>,
     ) -> Result<(String, FunctionSettings, bool), WireError> {
-        crate::client_node::deploy_params(query)
+        crate::client::deploy_params(query)
     }
 
     /// Call metadata from a method, a query string and headers.
@@ -74,7 +75,7 @@ pub mod fuzzing {
         headers: &HeaderMap,
         request_id: String,
     ) -> CallMeta {
-        crate::http_util::call_meta(method, query, headers, request_id)
+        crate::common::http_util::call_meta(method, query, headers, request_id)
     }
 
     /// Read `body` under `limit` as the gateway does, given the request's
@@ -85,7 +86,7 @@ pub mod fuzzing {
         body: Vec<u8>,
         limit: usize,
     ) -> Result<Vec<u8>, WireError> {
-        let fut = pin!(crate::http_util::read_body(
+        let fut = pin!(crate::common::http_util::read_body(
             headers,
             Body::from(body),
             limit

@@ -21,8 +21,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use crate::metrics::{Counter, Histogram};
-use crate::util::{lock, now_ms};
+use crate::common::metrics::{Counter, Histogram};
+use crate::common::util::{lock, now_ms};
 
 /// Peers with a live path kept at most; the oldest goes first.
 const MAX_PEERS: usize = 256;
@@ -166,8 +166,12 @@ impl Paths {
         };
         if added {
             match path {
-                PathKind::Relayed => self.stats.relayed.inc(),
-                _ => self.stats.direct.inc(),
+                PathKind::Relayed => {
+                    self.stats.relayed.inc();
+                }
+                _ => {
+                    self.stats.direct.inc();
+                }
             }
             info!(peer = %id.short(), path = path.as_str(), addr = %conn.remote_addr(), "peer path up");
             self.changed.notify_waiters();

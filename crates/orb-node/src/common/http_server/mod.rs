@@ -31,10 +31,10 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -51,305 +51,14 @@ use tokio::task::JoinSet;
 use tokio::time::Sleep;
 use tracing::{debug, warn};
 
-use crate::metrics::{Counter, Exposition};
-use crate::util::lock;
+mod limits;
+mod stats;
 
-/// Limits of one HTTP server. The defaults suit a public gateway on a
-/// small machine; `orb-super run` and `orb-client daemon` set them from
-/// flags (`--max-http-connections` and friends).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// Connections open at once; a connection beyond it gets `503` and is
-    /// closed. Default 1024: a file descriptor and a small task each, far
-    /// below a default `ulimit -n` of 4096 even next to the QUIC side.
-    pub max_connections: usize,
-    /// Connections open at once from one IP address (IPv6: one /64, what
-    /// a single host usually holds). Default 256, a quarter of the total, so
-    /// one host cannot take every slot while a NAT full of browsers still
-    /// fits.
-    pub max_connections_per_ip: usize,
-    /// A request head must arrive in full within this time from when the
-    /// server starts waiting for it; a connection that sends nothing is
-    /// closed after it too. Default 10 s: a real client sends its head in
-    /// one round trip, a slowloris client is cut off quickly.
-    pub header_timeout: Duration,
-    /// A request body must arrive in full within this time of its head
-    /// (else `408`), and a response write may make no progress for at most
-    /// this long. Default 60 s: an 8 MiB body (the gateway's default
-    /// `--max-body`) needs about 1.1 Mbit/s, which a slow mobile uplink
-    /// still has, while a client trickling bytes holds its slot a minute
-    /// at most.
-    pub request_timeout: Duration,
-    /// Largest request head (request line and headers) in bytes; larger
-    /// gets `431`. Default 64 KiB, far above what browsers and HTTP
-    /// libraries send (8 to 16 KiB is common elsewhere).
-    pub max_header_bytes: usize,
-    /// Most header fields in one request; more gets `431`. Default 100
-    /// (hyper's).
-    pub max_headers: usize,
-    /// Requests served on one keep-alive connection before the server asks
-    /// the client to reconnect (`Connection: close`). `None` (the default):
-    /// no limit.
-    pub max_requests_per_connection: Option<u32>,
-}
+pub use limits::{HttpLimits, LimitsError};
+use stats::Event;
+pub use stats::{HttpStats, HttpStatsJson};
 
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            max_connections: 1024,
-            max_connections_per_ip: 256,
-            header_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(60),
-            max_header_bytes: 64 * 1024,
-            max_headers: 100,
-            max_requests_per_connection: None,
-        }
-    }
-}
-
-/// A limit that makes no sense.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LimitsError {
-    /// A count or a duration is zero; it names the setting.
-    #[error("{0} must be at least 1")]
-    Zero(&'static str),
-}
-
-impl HttpLimits {
-    /// Refuse zero counts and durations: a server that refuses everything
-    /// is never what an operator meant.
-    pub fn validate(&self) -> Result<(), LimitsError> {
-        let zero = [
-            (self.max_connections == 0, "max_connections"),
-            (self.max_connections_per_ip == 0, "max_connections_per_ip"),
-            (self.header_timeout.is_zero(), "header_timeout"),
-            (self.request_timeout.is_zero(), "request_timeout"),
-            (self.max_header_bytes == 0, "max_header_bytes"),
-            (self.max_headers == 0, "max_headers"),
-            (
-                self.max_requests_per_connection == Some(0),
-                "max_requests_per_connection",
-            ),
-        ];
-        match zero.iter().find(|(is_zero, _)| *is_zero) {
-            Some((_, name)) => Err(LimitsError::Zero(name)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Why the server refused or cut off a client. Also the metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Event {
-    /// `max_connections` reached.
-    RefusedConnections,
-    /// `max_connections_per_ip` reached for the client's address.
-    RefusedPerIp,
-    /// A request head over `max_header_bytes` or `max_headers`.
-    HeadersTooLarge,
-    /// A request head started but did not finish within `header_timeout`.
-    HeaderTimeout,
-    /// A request body did not finish within `request_timeout`.
-    BodyTimeout,
-    /// A response write made no progress for `request_timeout`.
-    WriteTimeout,
-    /// The listener could not accept (out of file descriptors, say).
-    AcceptFailed,
-}
-
-impl Event {
-    const ALL: [Event; 7] = [
-        Event::RefusedConnections,
-        Event::RefusedPerIp,
-        Event::HeadersTooLarge,
-        Event::HeaderTimeout,
-        Event::BodyTimeout,
-        Event::WriteTimeout,
-        Event::AcceptFailed,
-    ];
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn message(self) -> &'static str {
-        match self {
-            Event::RefusedConnections => "HTTP connection refused: too many open connections",
-            Event::RefusedPerIp => {
-                "HTTP connection refused: too many open connections from one address"
-            }
-            Event::HeadersTooLarge => "HTTP request refused: head too large (431)",
-            Event::HeaderTimeout => "HTTP connection closed: request head not received in time",
-            Event::BodyTimeout => "HTTP request ended: body not received in time (408)",
-            Event::WriteTimeout => "HTTP connection closed: client stopped reading the response",
-            Event::AcceptFailed => "HTTP listener cannot accept; pausing",
-        }
-    }
-}
-
-/// Smallest gap between two log lines for one reason.
-const LOG_EVERY: Duration = Duration::from_secs(5);
-
-/// One `warn!` per reason per [`LOG_EVERY`]; the events in between are
-/// counted and the next line reports them.
-#[derive(Default)]
-struct LogLimiter {
-    slots: Mutex<[(Option<Instant>, u64); Event::ALL.len()]>,
-}
-
-impl LogLimiter {
-    /// Whether a line for `event` may be logged now; if so, how many
-    /// events were not logged since the last line.
-    fn allow(&self, event: Event) -> Option<u64> {
-        let now = Instant::now();
-        let mut slots = lock(&self.slots);
-        let (last, suppressed) = &mut slots[event.index()];
-        if last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            *suppressed += 1;
-            return None;
-        }
-        *last = Some(now);
-        Some(std::mem::take(suppressed))
-    }
-}
-
-/// Counters of one HTTP server, for `/metrics` and the status JSON.
-#[derive(Default)]
-pub struct HttpStats {
-    open: AtomicU64,
-    accepted: Counter,
-    refused_connections: Counter,
-    refused_per_ip: Counter,
-    refused_headers: Counter,
-    timeouts_header: Counter,
-    timeouts_idle: Counter,
-    timeouts_body: Counter,
-    timeouts_write: Counter,
-    accept_errors: Counter,
-    log: LogLimiter,
-}
-
-/// A snapshot of [`HttpStats`].
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct HttpStatsJson {
-    /// Connections open now.
-    pub connections_open: u64,
-    /// Connections accepted since start.
-    pub connections_total: u64,
-    /// Connections refused at the total cap.
-    pub refused_connections: u64,
-    /// Connections refused at the per-address cap.
-    pub refused_per_ip: u64,
-    /// Requests refused for a head over the size or count limit (431).
-    pub refused_headers: u64,
-    /// Connections closed because a started request head did not finish.
-    pub timeouts_header: u64,
-    /// Connections closed because they sent nothing (no request, or none
-    /// after the last one) within the header timeout.
-    pub timeouts_idle: u64,
-    /// Requests ended with 408 because the body did not finish.
-    pub timeouts_body: u64,
-    /// Connections closed because the client stopped reading a response.
-    pub timeouts_write: u64,
-    /// Failed accepts of the listener itself (out of file descriptors).
-    pub accept_errors: u64,
-}
-
-impl HttpStats {
-    fn counter(&self, event: Event) -> &Counter {
-        match event {
-            Event::RefusedConnections => &self.refused_connections,
-            Event::RefusedPerIp => &self.refused_per_ip,
-            Event::HeadersTooLarge => &self.refused_headers,
-            Event::HeaderTimeout => &self.timeouts_header,
-            Event::BodyTimeout => &self.timeouts_body,
-            Event::WriteTimeout => &self.timeouts_write,
-            Event::AcceptFailed => &self.accept_errors,
-        }
-    }
-
-    /// Count and (rate-limited) log one refusal or timeout.
-    fn event(&self, what: &str, event: Event, peer: IpAddr) {
-        self.counter(event).inc();
-        if let Some(since_last_line) = self.log.allow(event) {
-            warn!(
-                server = what,
-                peer = %peer,
-                suppressed = since_last_line,
-                "{} (similar events since the last line: {since_last_line}; see orb_http_* on /metrics)",
-                event.message()
-            );
-        }
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> u64 {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// A snapshot for JSON APIs.
-    pub fn json(&self) -> HttpStatsJson {
-        HttpStatsJson {
-            connections_open: self.open(),
-            connections_total: self.accepted.get(),
-            refused_connections: self.refused_connections.get(),
-            refused_per_ip: self.refused_per_ip.get(),
-            refused_headers: self.refused_headers.get(),
-            timeouts_header: self.timeouts_header.get(),
-            timeouts_idle: self.timeouts_idle.get(),
-            timeouts_body: self.timeouts_body.get(),
-            timeouts_write: self.timeouts_write.get(),
-            accept_errors: self.accept_errors.get(),
-        }
-    }
-
-    /// Render `orb_http_connections_open`, `orb_http_connections_total`,
-    /// `orb_http_refused_total{reason}` and `orb_http_timeouts_total{reason}`.
-    pub fn render(&self, e: &mut Exposition) {
-        let s = self.json();
-        e.sample(
-            "orb_http_connections_open",
-            "gauge",
-            "HTTP connections open now.",
-            s.connections_open as f64,
-        );
-        e.sample(
-            "orb_http_connections_total",
-            "counter",
-            "HTTP connections accepted.",
-            s.connections_total as f64,
-        );
-        e.labelled(
-            "orb_http_refused_total",
-            "counter",
-            "HTTP connections or requests refused by a limit (connections: total cap, per_ip: \
-             per-address cap, headers: request head too large).",
-            &[
-                ("reason", "connections", s.refused_connections as f64),
-                ("reason", "per_ip", s.refused_per_ip as f64),
-                ("reason", "headers", s.refused_headers as f64),
-            ],
-        );
-        e.labelled(
-            "orb_http_timeouts_total",
-            "counter",
-            "HTTP connections or requests cut off by a timeout (header: head too slow, idle: \
-             nothing sent, body: body too slow, write: response not read).",
-            &[
-                ("reason", "header", s.timeouts_header as f64),
-                ("reason", "idle", s.timeouts_idle as f64),
-                ("reason", "body", s.timeouts_body as f64),
-                ("reason", "write", s.timeouts_write as f64),
-            ],
-        );
-        e.sample(
-            "orb_http_accept_errors_total",
-            "counter",
-            "Accepts the HTTP listener failed (out of file descriptors, say).",
-            s.accept_errors as f64,
-        );
-    }
-}
+use crate::common::util::lock;
 
 /// The answer to a connection over a cap. Written whole in one go into a
 /// fresh socket's empty send buffer.
@@ -840,6 +549,7 @@ impl AsyncWrite for GuardedIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn limits_validate() {
@@ -868,18 +578,6 @@ mod tests {
         assert_ne!(ip_key(a), ip_key(c));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
         assert_eq!(ip_key(mapped), "192.0.2.7".parse::<IpAddr>().expect("ip"));
-    }
-
-    #[test]
-    fn log_limiter_reports_suppressed() {
-        let l = LogLimiter::default();
-        assert_eq!(l.allow(Event::RefusedPerIp), Some(0));
-        for _ in 0..4 {
-            assert_eq!(l.allow(Event::RefusedPerIp), None);
-        }
-        let slots = lock(&l.slots);
-        assert_eq!(slots[Event::RefusedPerIp.index()].1, 4);
-        assert_eq!(slots[Event::HeaderTimeout.index()], (None, 0));
     }
 
     /// A response body that never ends.

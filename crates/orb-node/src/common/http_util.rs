@@ -73,6 +73,19 @@ pub(crate) async fn read_body(
     })
 }
 
+/// A call as it arrived over HTTP: its metadata and its body, read under
+/// `limit`.
+pub(crate) async fn read_call(
+    req: axum::extract::Request,
+    limit: usize,
+    request_id: String,
+) -> Result<(CallMeta, Bytes), WireError> {
+    let (parts, body) = req.into_parts();
+    let input = read_body(&parts.headers, body, limit).await?;
+    let meta = call_meta("POST", parts.uri.query(), &parts.headers, request_id);
+    Ok((meta, input))
+}
+
 /// Call metadata from an HTTP request.
 pub(crate) fn call_meta(
     method: &str,
@@ -157,7 +170,7 @@ pub struct FunctionJson {
     /// Calls, errors, in flight and p50/p99 latency as the answering node
     /// counted them (supers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<crate::metrics::FunctionStatsJson>,
+    pub stats: Option<crate::common::metrics::FunctionStatsJson>,
 }
 
 impl From<&FunctionInfo> for FunctionJson {

@@ -7,7 +7,7 @@ use orb_transport::Endpoint;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use orb_proto::wire::{ErrorKind, WireError};
+use orb_proto::wire::{ErrorKind, Response, WireError};
 
 use crate::error::NodeError;
 
@@ -99,6 +99,56 @@ pub(crate) async fn stop_node(
         }
     }
     endpoint.wait_idle().await;
+}
+
+/// The error for an answer that is not one the request expects.
+pub(crate) fn unexpected(kind: ErrorKind, answer: &Response) -> WireError {
+    WireError::new(kind, format!("unexpected answer {answer:?}"))
+}
+
+/// Serve items from `items` (accepted connections, say) until it ends or
+/// shutdown is signalled: `handle` either spawns a task for an item
+/// (returns its future) or deals with it at once (returns `None`). The
+/// tasks are reaped as they end, so the set stays as small as the work,
+/// and aborted at the end.
+pub(crate) async fn serve_each<T, S, H, HF>(
+    items: S,
+    mut handle: H,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: futures_util::Stream<Item = T>,
+    H: FnMut(T) -> Option<HF>,
+    HF: std::future::Future + Send + 'static,
+    HF::Output: Send + 'static,
+{
+    use futures_util::StreamExt;
+    let mut items = std::pin::pin!(items);
+    let mut tasks = JoinSet::new();
+    loop {
+        tokio::select! {
+            item = items.next() => match item {
+                Some(item) => {
+                    if let Some(task) = handle(item) {
+                        tasks.spawn(task);
+                    }
+                }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tasks.abort_all();
+}
+
+/// The connections an endpoint accepts, as a stream.
+pub(crate) fn accepted(
+    endpoint: Endpoint,
+) -> impl futures_util::Stream<Item = orb_transport::Connection> {
+    futures_util::stream::unfold(endpoint, |ep| async move {
+        let conn = ep.accept().await?;
+        Some((conn, ep))
+    })
 }
 
 /// Largest response body to accept for a call of a function with these

@@ -13,8 +13,8 @@ use orb_proto::{OrbId, PeerAddr};
 use orb_transport::{Connection, Endpoint, IncomingRequest, SpliceGate};
 use tracing::{debug, info, warn};
 
-use crate::metrics::Counter;
-use crate::util::lock;
+use crate::common::metrics::Counter;
+use crate::common::util::lock;
 
 /// Punch and relay requests one peer may make per second, and at once.
 const COORD_RATE: f64 = 10.0;
@@ -28,7 +28,7 @@ const DIAL_BACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Counters of the bridging services, for `/metrics`.
 #[derive(Default)]
-pub(crate) struct BridgeStats {
+pub(super) struct BridgeStats {
     pub punches_coordinated: Counter,
     pub relay_circuits: Counter,
     pub relay_refused: Counter,
@@ -238,7 +238,7 @@ impl Bridge {
         info!(from = %from.short(), to = %target.short(), "relay circuit open");
         let gate = Arc::new(Gate(Mutex::new(CircuitMeter::new(Instant::now(), &limits))));
         let report = orb_transport::splice(to_caller, to_target, gate).await;
-        self.stats.relay_bytes.add(report.a_to_b + report.b_to_a);
+        self.stats.relay_bytes.inc_by(report.a_to_b + report.b_to_a);
         match &report.ended_by {
             Some(reason) if reason.contains("quota") => {
                 warn!(from = %from.short(), to = %target.short(), %reason, "relay circuit closed by quota")

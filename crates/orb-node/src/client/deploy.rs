@@ -1,0 +1,170 @@
+//! `deploy` through the local API: validate here, send the module to a
+//! home super, then publish the signed name record and remember the name
+//! for refreshing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response as HttpResponse};
+use orb_proto::ContentHash;
+use orb_proto::wire::{ErrorKind, FunctionSettings, Request, Response, WireError};
+use serde::Serialize;
+use tracing::warn;
+
+use super::{Shared, best_super, records};
+use crate::common::http_util;
+use crate::common::util::{blocking, check_name, unexpected};
+use crate::error::NodeError;
+
+/// How long a deploy may take end to end (upload, validation, placement).
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Serialize)]
+pub(super) struct DeployedJson {
+    name: String,
+    hash: String,
+    placed_on: Vec<String>,
+    /// DHT servers that stored the name record.
+    published_on: usize,
+    /// Why the name record could not be published (the function still
+    /// works through the super it was deployed to; the record is retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dht_error: Option<String>,
+}
+
+/// Deploy settings from the query string: `name`, `replicas`,
+/// `max_replicas`, repeatable `arg` and `env` (`K=V`), and the per-call
+/// limits `fuel`, `memory_bytes`, `timeout_ms` and `max_output` (each node
+/// clamps them to its own maxima when it runs a call).
+pub(crate) fn deploy_params(
+    query: Option<&str>,
+) -> Result<(String, FunctionSettings, bool), WireError> {
+    let bad = |m: String| WireError::new(ErrorKind::BadRequest, m);
+    let mut name = None;
+    let mut here = false;
+    let mut settings = FunctionSettings {
+        replicas: 2,
+        ..FunctionSettings::default()
+    };
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "name" => name = Some(v.into_owned()),
+            "here" => here = matches!(v.as_ref(), "1" | "true" | ""),
+            "replicas" => {
+                settings.replicas = v
+                    .parse()
+                    .map_err(|_| bad(format!("replicas must be a number, not {v:?}")))?
+            }
+            "max_replicas" => {
+                settings.max_replicas = v
+                    .parse()
+                    .map_err(|_| bad(format!("max_replicas must be a number, not {v:?}")))?
+            }
+            "arg" => settings.args.push(v.into_owned()),
+            "fuel" => settings.limits.fuel = Some(positive(&k, &v)?),
+            "memory_bytes" => settings.limits.memory_bytes = Some(positive(&k, &v)?),
+            "timeout_ms" => settings.limits.timeout_ms = Some(positive(&k, &v)?),
+            "max_output" => settings.limits.max_output = Some(positive(&k, &v)?),
+            "env" => {
+                let (key, val) = v
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("env must be KEY=VALUE, not {v:?}")))?;
+                settings.env.push((key.to_string(), val.to_string()));
+            }
+            other => return Err(bad(format!("unknown deploy parameter {other:?}"))),
+        }
+    }
+    let name = name.ok_or_else(|| bad("missing name".into()))?;
+    check_name(&name)?;
+    if settings.replicas == 0 {
+        return Err(bad("replicas must be at least 1".into()));
+    }
+    settings.max_replicas = settings.max_replicas.max(settings.replicas);
+    Ok((name, settings, here))
+}
+
+/// A limit from the deploy query: a whole number of at least 1.
+pub(super) fn positive(key: &str, value: &str) -> Result<u64, WireError> {
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(WireError::new(
+            ErrorKind::BadRequest,
+            format!("{key} must be a whole number of at least 1, not {value:?}"),
+        )),
+    }
+}
+
+pub(super) async fn api_deploy(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    let result = async {
+        let (name, settings, here) = deploy_params(query.as_deref())?;
+        let module = http_util::read_body(&headers, body, orb_proto::limits::MAX_MODULE).await?;
+        // Validate here first: a bad file gets a clear answer without a
+        // round trip, and nothing is sent or stored.
+        let rt = shared.runtime.clone();
+        let m = module.clone();
+        blocking(move || rt.validate(&m))
+            .await
+            .map_err(|e| e.to_wire())?
+            .map_err(|e| WireError::new(ErrorKind::BadRequest, format!("module refused: {e}")))?;
+        let hash = ContentHash::of(&module);
+        let conn = best_super(&shared).map_err(|e| e.to_wire())?;
+        let settings_kept = settings.clone();
+        let req = Request::Deploy {
+            name,
+            hash,
+            settings,
+            here,
+        };
+        let answer = tokio::time::timeout(DEPLOY_TIMEOUT, conn.request(&req, &module, 1024 * 1024))
+            .await
+            .map_err(|_| WireError::new(ErrorKind::Unavailable, "deploy timed out"))?
+            .map_err(|e| NodeError::from(e).to_wire())?;
+        match answer {
+            (
+                Response::Deployed {
+                    name,
+                    hash,
+                    placed_on,
+                },
+                _,
+            ) => {
+                // The super accepted it (and checked ownership against the
+                // DHT); now publish the signed name record so that every
+                // super can resolve it, and remember it for refreshing.
+                let published = records::publish_name(&shared, &name, hash, &settings_kept).await;
+                if let Ok(value) = orb_proto::codec::encode(&(hash, settings_kept.clone())) {
+                    let store = shared.store.clone();
+                    let key = name.clone();
+                    if let Ok(Err(e)) =
+                        blocking(move || store.put_blob(records::OWNED_NS, key.as_bytes(), &value))
+                            .await
+                    {
+                        warn!(error = %e, "cannot remember the deployed name");
+                    }
+                }
+                Ok(DeployedJson {
+                    name,
+                    hash: hash.to_string(),
+                    placed_on: placed_on.iter().map(|p| p.to_string()).collect(),
+                    published_on: published.as_ref().map_or(0, |n| *n),
+                    dht_error: published.err().map(|e| e.message),
+                })
+            }
+            (Response::Error(e), _) => Err(e),
+            (other, _) => Err(unexpected(ErrorKind::Internal, &other)),
+        }
+    }
+    .await;
+    match result {
+        Ok(d) => (StatusCode::OK, Json(d)).into_response(),
+        Err(e) => http_util::error_response(&e),
+    }
+}

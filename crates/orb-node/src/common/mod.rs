@@ -1,0 +1,11 @@
+//! What both roles share: small helpers, the guarded HTTP server, HTTP
+//! plumbing of calls, metrics, and the dashboard page.
+
+pub mod http_server;
+pub(crate) mod http_util;
+pub mod metrics;
+pub(crate) mod util;
+
+/// The dashboard both roles serve at `/`: one static page that polls the
+/// JSON APIs of whichever node serves it.
+pub(crate) const DASHBOARD: &str = include_str!("dashboard.html");
