@@ -15,11 +15,20 @@
 //!   size, and concurrent calls (`capacity`; over it a call fails with
 //!   [`RuntimeError::Busy`] at once rather than queueing).
 //!
+//! * Files: a function deployed with files gets them as a preopened
+//!   directory `/` ([`Invocation::files`], a [`FileTree`] built once per
+//!   bundle); its writes go to a scratch layer in memory, bounded
+//!   ([`RuntimeConfig::max_scratch_bytes`]) and private to the call.
+//!
 //! A function that traps, exits non-zero or hits a limit is not an error
 //! of this API: the call returns a [`CallResult`] whose status says so.
 
+pub mod files;
 mod tunables;
+mod vfs;
 mod wasi;
+
+pub use files::FileTree;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -97,6 +106,16 @@ pub struct RuntimeConfig {
     pub max_input: usize,
     /// Compiled modules kept in memory at most.
     pub max_cached_modules: usize,
+    /// Scratch space of one call's writes to its files, in bytes: file
+    /// data written plus a small overhead per file, directory and name.
+    /// Over it the function gets `ENOSPC`.
+    pub max_scratch_bytes: u64,
+    /// Files, directories and symlinks one call may create; over it the
+    /// function gets `ENOSPC`.
+    pub max_scratch_entries: u32,
+    /// Files and directories one call may have open at once; over it the
+    /// function gets `EMFILE`.
+    pub max_open_files: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -118,6 +137,9 @@ impl Default for RuntimeConfig {
             max_stderr: orb_proto::limits::MAX_STDERR_EXCERPT,
             max_input: orb_proto::limits::DEFAULT_MAX_INPUT,
             max_cached_modules: 256,
+            max_scratch_bytes: 16 * 1024 * 1024,
+            max_scratch_entries: 10_000,
+            max_open_files: 128,
         }
     }
 }
@@ -137,6 +159,10 @@ pub struct Invocation {
     pub meta: CallMeta,
     /// Limits asked for; clamped to the runtime's maxima.
     pub limits: CallLimits,
+    /// The function's files, seen by the call as the preopened directory
+    /// `/` (fd 3). Writes go to a scratch layer private to this call.
+    /// `None`: no filesystem at all.
+    pub files: Option<FileTree>,
 }
 
 /// What a call produced.
@@ -299,6 +325,8 @@ struct Limits {
     memory_bytes: u64,
     timeout: Duration,
     max_output: usize,
+    scratch: vfs::ScratchLimits,
+    max_open_files: u32,
 }
 
 impl Runtime {
@@ -549,6 +577,11 @@ impl Runtime {
                     .min(c.max_timeout_ms),
             ),
             max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
+            scratch: vfs::ScratchLimits {
+                max_bytes: c.max_scratch_bytes,
+                max_entries: c.max_scratch_entries,
+            },
+            max_open_files: c.max_open_files,
         }
     }
 
@@ -874,6 +907,9 @@ fn run(
         max_stderr,
         started,
         deadline: started + limits.timeout,
+        files: inv.files,
+        scratch: limits.scratch,
+        max_open_files: limits.max_open_files,
     });
     let env = FunctionEnv::new(&mut store, ctx);
 
@@ -999,6 +1035,12 @@ mod tests {
             max_stderr: 0,
             started: Instant::now(),
             deadline: Instant::now(),
+            files: None,
+            scratch: vfs::ScratchLimits {
+                max_bytes: 0,
+                max_entries: 0,
+            },
+            max_open_files: 0,
         });
         let env = FunctionEnv::new(&mut store, ctx);
         assert_eq!(wasi::FUNCTIONS.len(), 46);
