@@ -14,7 +14,6 @@
 //!   wasm, and host calls check the deadline), stdout and stderr size, input
 //!   size, and concurrent calls (`capacity`; over it a call fails with
 //!   [`RuntimeError::Busy`] at once rather than queueing).
-//!
 //! * Files: a function deployed with files gets them as a preopened
 //!   directory `/` ([`Invocation::files`], a [`FileTree`] built once per
 //!   bundle); its writes go to a scratch layer in memory, bounded
@@ -23,14 +22,15 @@
 //! A function that traps, exits non-zero or hits a limit is not an error
 //! of this API: the call returns a [`CallResult`] whose status says so.
 
+mod cache;
 pub mod files;
+mod metering;
 mod tunables;
 mod vfs;
 mod wasi;
 
 pub use files::FileTree;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,35 +42,14 @@ use wasmer::sys::{CompilerConfig, Cranelift, NativeEngineExt};
 use wasmer::wasmparser::{self, ExternalKind, Parser, Payload, TypeRef};
 use wasmer::{
     Engine, ExternType, FunctionEnv, Imports, Instance, InstantiationError, LinkError, Module,
-    Store, TypedFunction, Value,
+    Store, TypedFunction,
 };
 use wasmer_middlewares::Metering;
 
+use crate::cache::Cache;
+use crate::metering::{COST_VERSION, FUEL_EXHAUSTED, FUEL_REMAINING, cost, fuel_state, set_fuel};
 use crate::tunables::CapTunables;
 use crate::wasi::{CtxParams, HostStop, Val, WasiCtx};
-
-/// Version of the cost function below; part of [`Runtime::cache_key`], so
-/// artifacts metered differently are never reused.
-const COST_VERSION: &str = "cost-v1";
-
-/// Fuel cost of one wasm operator.
-///
-/// Every operator costs one point, with calls and memory growth costing
-/// more because they do more work per instruction. Bulk memory operations
-/// are charged per instruction only; the wall-clock watchdog bounds them.
-fn cost(op: &wasmparser::Operator<'_>) -> u64 {
-    use wasmparser::Operator as O;
-    match op {
-        O::Call { .. } | O::CallIndirect { .. } => 5,
-        O::MemoryGrow { .. } | O::TableGrow { .. } => 100,
-        O::MemoryCopy { .. } | O::MemoryFill { .. } | O::MemoryInit { .. } => 10,
-        _ => 1,
-    }
-}
-
-/// Names of the globals the metering middleware exports.
-const FUEL_REMAINING: &str = "wasmer_metering_remaining_points";
-const FUEL_EXHAUSTED: &str = "wasmer_metering_points_exhausted";
 
 /// How long after the deadline [`Runtime::call`] waits for an interrupted
 /// run to wind down before answering on its own.
@@ -223,55 +202,6 @@ pub enum RuntimeError {
 struct Prepared {
     engine: Engine,
     module: Module,
-}
-
-struct CacheEntry {
-    prepared: Arc<Prepared>,
-    last_used: u64,
-}
-
-/// Compiled modules by hash, bounded, evicting the least recently used.
-#[derive(Default)]
-struct Cache {
-    entries: HashMap<ContentHash, CacheEntry>,
-    tick: u64,
-}
-
-impl Cache {
-    fn get(&mut self, hash: &ContentHash) -> Option<Arc<Prepared>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(hash).map(|e| {
-            e.last_used = tick;
-            e.prepared.clone()
-        })
-    }
-
-    fn insert(&mut self, hash: ContentHash, prepared: Arc<Prepared>, max: usize) {
-        self.tick += 1;
-        if !self.entries.contains_key(&hash) {
-            // A linear scan is fine at the few hundred entries we keep.
-            while self.entries.len() >= max.max(1) {
-                let Some(oldest) = self
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(h, _)| *h)
-                else {
-                    break;
-                };
-                self.entries.remove(&oldest);
-                tracing::debug!(hash = %oldest.short(), "evicted compiled module");
-            }
-        }
-        self.entries.insert(
-            hash,
-            CacheEntry {
-                prepared,
-                last_used: self.tick,
-            },
-        );
-    }
 }
 
 struct Inner {
@@ -849,34 +779,6 @@ fn limit(limit: &str, detail: impl Into<String>) -> RunStatus {
         limit: limit.to_string(),
         detail: detail.into(),
     }
-}
-
-/// Read the metering globals: (points left, exhausted).
-fn fuel_state(store: &mut Store, instance: &Instance) -> Option<(u64, bool)> {
-    let remaining = instance.exports.get_global(FUEL_REMAINING).ok()?.get(store);
-    let exhausted = instance.exports.get_global(FUEL_EXHAUSTED).ok()?.get(store);
-    match (remaining, exhausted) {
-        (Value::I64(r), Value::I32(x)) => Some((r as u64, x != 0)),
-        _ => None,
-    }
-}
-
-fn set_fuel(store: &mut Store, instance: &Instance, points: u64) -> Result<(), String> {
-    let remaining = instance
-        .exports
-        .get_global(FUEL_REMAINING)
-        .map_err(|e| e.to_string())?;
-    // The global is an i64 compared unsigned by the middleware.
-    remaining
-        .set(store, Value::I64(points as i64))
-        .map_err(|e| e.to_string())?;
-    let exhausted = instance
-        .exports
-        .get_global(FUEL_EXHAUSTED)
-        .map_err(|e| e.to_string())?;
-    exhausted
-        .set(store, Value::I32(0))
-        .map_err(|e| e.to_string())
 }
 
 /// One run, on a blocking thread. Never fails: problems become statuses.
