@@ -265,6 +265,19 @@ const FILL: &str = r#"
     (call $proc_exit (local.get $e)))
 "#;
 
+/// Like FILL, but keeps writing 1,000 times whatever happens.
+const FILL_REGARDLESS: &str = r#"
+  (data (i32.const 100) "big")
+  (func (export "_start")
+    (local $fd i32) (local $i i32) (local $e i32)
+    (local.set $fd (call $open (i32.const 100) (i32.const 3) (i32.const 1) (i64.const 64)))
+    (loop $again
+      (local.set $e (call $write (local.get $fd) (i32.const 4096) (i32.const 4096)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (i32.const 1000))))
+    (call $proc_exit (local.get $e)))
+"#;
+
 #[tokio::test]
 async fn writing_past_the_scratch_limit_gets_enospc_and_the_runtime_keeps_serving() {
     let rt = runtime(RuntimeConfig {
@@ -279,6 +292,11 @@ async fn writing_past_the_scratch_limit_gets_enospc_and_the_runtime_keeps_servin
         "{}",
         r.outcome.stderr
     );
+    // A function that keeps trying gets ENOSPC each time, and one line in
+    // its log.
+    let r = call(&rt, &module(FILL_REGARDLESS), Some(files.clone())).await;
+    assert_eq!(r.outcome.status, RunStatus::Exited(51));
+    assert_eq!(r.outcome.stderr.matches("scratch space is full").count(), 1);
     // The next call gets a fresh layer and works.
     let r = call(&rt, &module(ISOLATION), Some(files.clone())).await;
     assert_eq!(r.outcome.status, RunStatus::Exited(0));

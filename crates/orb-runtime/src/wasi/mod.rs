@@ -171,6 +171,8 @@ pub(crate) struct WasiCtx {
     fds: FdTable,
     /// The call's filesystem, when the function has files.
     vfs: Option<Vfs>,
+    /// Whether the log already says the scratch layer is full.
+    noted_full: bool,
 }
 
 /// What a [`WasiCtx`] is built from.
@@ -198,9 +200,8 @@ fn c_bytes(s: &str) -> Vec<u8> {
 
 impl WasiCtx {
     pub(crate) fn new(p: CtxParams) -> Self {
-        let vfs = p.files.map(|tree| Vfs::new(tree, p.scratch));
+        let mut vfs = p.files.map(|tree| Vfs::new(tree, p.scratch));
         let fds = FdTable::new(p.max_open_files, vfs.as_ref().map(|_| crate::vfs::ROOT));
-        let mut vfs = vfs;
         if let Some(v) = vfs.as_mut() {
             // The preopen holds the root like any open descriptor.
             v.retain(crate::vfs::ROOT);
@@ -227,6 +228,7 @@ impl WasiCtx {
             deadline: p.deadline,
             fds,
             vfs,
+            noted_full: false,
         }
     }
 
@@ -250,12 +252,15 @@ impl WasiCtx {
         self.stderr.push(b'\n');
     }
 
-    /// Tell the function's log when the scratch layer refused a change for
-    /// lack of space, once per refusal, so ENOSPC has a visible cause.
+    /// Tell the function's log the first time the scratch layer refuses a
+    /// change for lack of space, so ENOSPC has a visible cause (once: a
+    /// function retrying in a loop must not grow the log).
     fn note_if_full(&mut self) {
         if let Some(vfs) = self.vfs.as_mut()
             && vfs.take_full()
+            && !self.noted_full
         {
+            self.noted_full = true;
             let (used, limits) = (vfs.used(), vfs.limits());
             self.note(&format!(
                 "orb: the call's scratch space is full ({used} of {} bytes used, at most {} new files and directories); the change failed with ENOSPC",
