@@ -12,7 +12,10 @@
 //!   panics on hostile input.
 //! * [`dht`]: DHT keys, signed records and DHT messages.
 //! * [`limits`]: the default bounds every node enforces.
+//! * [`bundle`]: the file bundle format (`deploy --files`), documented byte
+//!   by byte in that module.
 
+pub mod bundle;
 pub mod codec;
 pub mod dht;
 pub mod id;

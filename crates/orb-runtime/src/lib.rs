@@ -14,14 +14,23 @@
 //!   wasm, and host calls check the deadline), stdout and stderr size, input
 //!   size, and concurrent calls (`capacity`; over it a call fails with
 //!   [`RuntimeError::Busy`] at once rather than queueing).
+//! * Files: a function deployed with files gets them as a preopened
+//!   directory `/` ([`Invocation::files`], a [`FileTree`] built once per
+//!   bundle); its writes go to a scratch layer in memory, bounded
+//!   ([`RuntimeConfig::max_scratch_bytes`]) and private to the call.
 //!
 //! A function that traps, exits non-zero or hits a limit is not an error
 //! of this API: the call returns a [`CallResult`] whose status says so.
 
+mod cache;
+pub mod files;
+mod metering;
 mod tunables;
+mod vfs;
 mod wasi;
 
-use std::collections::HashMap;
+pub use files::FileTree;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,35 +42,14 @@ use wasmer::sys::{CompilerConfig, Cranelift, NativeEngineExt};
 use wasmer::wasmparser::{self, ExternalKind, Parser, Payload, TypeRef};
 use wasmer::{
     Engine, ExternType, FunctionEnv, Imports, Instance, InstantiationError, LinkError, Module,
-    Store, TypedFunction, Value,
+    Store, TypedFunction,
 };
 use wasmer_middlewares::Metering;
 
+use crate::cache::Cache;
+use crate::metering::{COST_VERSION, FUEL_EXHAUSTED, FUEL_REMAINING, cost, fuel_state, set_fuel};
 use crate::tunables::CapTunables;
 use crate::wasi::{CtxParams, HostStop, Val, WasiCtx};
-
-/// Version of the cost function below; part of [`Runtime::cache_key`], so
-/// artifacts metered differently are never reused.
-const COST_VERSION: &str = "cost-v1";
-
-/// Fuel cost of one wasm operator.
-///
-/// Every operator costs one point, with calls and memory growth costing
-/// more because they do more work per instruction. Bulk memory operations
-/// are charged per instruction only; the wall-clock watchdog bounds them.
-fn cost(op: &wasmparser::Operator<'_>) -> u64 {
-    use wasmparser::Operator as O;
-    match op {
-        O::Call { .. } | O::CallIndirect { .. } => 5,
-        O::MemoryGrow { .. } | O::TableGrow { .. } => 100,
-        O::MemoryCopy { .. } | O::MemoryFill { .. } | O::MemoryInit { .. } => 10,
-        _ => 1,
-    }
-}
-
-/// Names of the globals the metering middleware exports.
-const FUEL_REMAINING: &str = "wasmer_metering_remaining_points";
-const FUEL_EXHAUSTED: &str = "wasmer_metering_points_exhausted";
 
 /// How long after the deadline [`Runtime::call`] waits for an interrupted
 /// run to wind down before answering on its own.
@@ -97,6 +85,16 @@ pub struct RuntimeConfig {
     pub max_input: usize,
     /// Compiled modules kept in memory at most.
     pub max_cached_modules: usize,
+    /// Scratch space of one call's writes to its files, in bytes: file
+    /// data written plus a small overhead per file, directory and name.
+    /// Over it the function gets `ENOSPC`.
+    pub max_scratch_bytes: u64,
+    /// Files, directories and symlinks one call may create; over it the
+    /// function gets `ENOSPC`.
+    pub max_scratch_entries: u32,
+    /// Files and directories one call may have open at once; over it the
+    /// function gets `EMFILE`.
+    pub max_open_files: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -118,6 +116,9 @@ impl Default for RuntimeConfig {
             max_stderr: orb_proto::limits::MAX_STDERR_EXCERPT,
             max_input: orb_proto::limits::DEFAULT_MAX_INPUT,
             max_cached_modules: 256,
+            max_scratch_bytes: 16 * 1024 * 1024,
+            max_scratch_entries: 10_000,
+            max_open_files: 128,
         }
     }
 }
@@ -137,6 +138,10 @@ pub struct Invocation {
     pub meta: CallMeta,
     /// Limits asked for; clamped to the runtime's maxima.
     pub limits: CallLimits,
+    /// The function's files, seen by the call as the preopened directory
+    /// `/` (fd 3). Writes go to a scratch layer private to this call.
+    /// `None`: no filesystem at all.
+    pub files: Option<FileTree>,
 }
 
 /// What a call produced.
@@ -199,55 +204,6 @@ struct Prepared {
     module: Module,
 }
 
-struct CacheEntry {
-    prepared: Arc<Prepared>,
-    last_used: u64,
-}
-
-/// Compiled modules by hash, bounded, evicting the least recently used.
-#[derive(Default)]
-struct Cache {
-    entries: HashMap<ContentHash, CacheEntry>,
-    tick: u64,
-}
-
-impl Cache {
-    fn get(&mut self, hash: &ContentHash) -> Option<Arc<Prepared>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(hash).map(|e| {
-            e.last_used = tick;
-            e.prepared.clone()
-        })
-    }
-
-    fn insert(&mut self, hash: ContentHash, prepared: Arc<Prepared>, max: usize) {
-        self.tick += 1;
-        if !self.entries.contains_key(&hash) {
-            // A linear scan is fine at the few hundred entries we keep.
-            while self.entries.len() >= max.max(1) {
-                let Some(oldest) = self
-                    .entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(h, _)| *h)
-                else {
-                    break;
-                };
-                self.entries.remove(&oldest);
-                tracing::debug!(hash = %oldest.short(), "evicted compiled module");
-            }
-        }
-        self.entries.insert(
-            hash,
-            CacheEntry {
-                prepared,
-                last_used: self.tick,
-            },
-        );
-    }
-}
-
 struct Inner {
     cfg: RuntimeConfig,
     /// Engine without middleware, for validation.
@@ -299,6 +255,8 @@ struct Limits {
     memory_bytes: u64,
     timeout: Duration,
     max_output: usize,
+    scratch: vfs::ScratchLimits,
+    max_open_files: u32,
 }
 
 impl Runtime {
@@ -549,6 +507,11 @@ impl Runtime {
                     .min(c.max_timeout_ms),
             ),
             max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
+            scratch: vfs::ScratchLimits {
+                max_bytes: c.max_scratch_bytes,
+                max_entries: c.max_scratch_entries,
+            },
+            max_open_files: c.max_open_files,
         }
     }
 
@@ -818,34 +781,6 @@ fn limit(limit: &str, detail: impl Into<String>) -> RunStatus {
     }
 }
 
-/// Read the metering globals: (points left, exhausted).
-fn fuel_state(store: &mut Store, instance: &Instance) -> Option<(u64, bool)> {
-    let remaining = instance.exports.get_global(FUEL_REMAINING).ok()?.get(store);
-    let exhausted = instance.exports.get_global(FUEL_EXHAUSTED).ok()?.get(store);
-    match (remaining, exhausted) {
-        (Value::I64(r), Value::I32(x)) => Some((r as u64, x != 0)),
-        _ => None,
-    }
-}
-
-fn set_fuel(store: &mut Store, instance: &Instance, points: u64) -> Result<(), String> {
-    let remaining = instance
-        .exports
-        .get_global(FUEL_REMAINING)
-        .map_err(|e| e.to_string())?;
-    // The global is an i64 compared unsigned by the middleware.
-    remaining
-        .set(store, Value::I64(points as i64))
-        .map_err(|e| e.to_string())?;
-    let exhausted = instance
-        .exports
-        .get_global(FUEL_EXHAUSTED)
-        .map_err(|e| e.to_string())?;
-    exhausted
-        .set(store, Value::I32(0))
-        .map_err(|e| e.to_string())
-}
-
 /// One run, on a blocking thread. Never fails: problems become statuses.
 fn run(
     prepared: &Prepared,
@@ -874,6 +809,9 @@ fn run(
         max_stderr,
         started,
         deadline: started + limits.timeout,
+        files: inv.files,
+        scratch: limits.scratch,
+        max_open_files: limits.max_open_files,
     });
     let env = FunctionEnv::new(&mut store, ctx);
 
@@ -999,6 +937,12 @@ mod tests {
             max_stderr: 0,
             started: Instant::now(),
             deadline: Instant::now(),
+            files: None,
+            scratch: vfs::ScratchLimits {
+                max_bytes: 0,
+                max_entries: 0,
+            },
+            max_open_files: 0,
         });
         let env = FunctionEnv::new(&mut store, ctx);
         assert_eq!(wasi::FUNCTIONS.len(), 46);
