@@ -56,6 +56,7 @@ fn invocation(input: &'static [u8]) -> Invocation {
             ..CallMeta::default()
         },
         limits: CallLimits::default(),
+        host: None,
     }
 }
 

@@ -15,12 +15,21 @@
 //!   size, and concurrent calls (`capacity`; over it a call fails with
 //!   [`RuntimeError::Busy`] at once rather than queueing).
 //!
+//! * Host services: a module may import functions of the `orb` module
+//!   ([`host`]): key-value state, outbound HTTP and calls of other
+//!   functions, provided per call by the node through [`HostServices`].
+//!
 //! A function that traps, exits non-zero or hits a limit is not an error
 //! of this API: the call returns a [`CallResult`] whose status says so.
 
+pub mod host;
 mod tunables;
 mod validate;
 mod wasi;
+
+pub use host::{
+    CallRequest, CasOutcome, HostCall, HostError, HostLimits, HostServices, HttpRequest, Response,
+};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +47,7 @@ use wasmer::{
 };
 use wasmer_middlewares::Metering;
 
+use crate::host::HostCtx;
 use crate::tunables::CapTunables;
 use crate::validate::{check_compiled, check_structure};
 use crate::wasi::{CtxParams, HostStop, WasiCtx};
@@ -99,6 +109,8 @@ pub struct RuntimeConfig {
     pub max_input: usize,
     /// Compiled modules kept in memory at most.
     pub max_cached_modules: usize,
+    /// Per-call budgets of the `orb` host interface.
+    pub host: HostLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -120,6 +132,7 @@ impl Default for RuntimeConfig {
             max_stderr: orb_proto::limits::MAX_STDERR_EXCERPT,
             max_input: orb_proto::limits::DEFAULT_MAX_INPUT,
             max_cached_modules: 256,
+            host: HostLimits::default(),
         }
     }
 }
@@ -139,6 +152,9 @@ pub struct Invocation {
     pub meta: CallMeta,
     /// Limits asked for; clamped to the runtime's maxima.
     pub limits: CallLimits,
+    /// The node's services behind the `orb` imports, for this call; `None`:
+    /// every service answers `UNAVAILABLE`.
+    pub host: Option<Arc<dyn HostServices>>,
 }
 
 /// What a call produced.
@@ -301,6 +317,7 @@ struct Limits {
     memory_bytes: u64,
     timeout: Duration,
     max_output: usize,
+    host: HostLimits,
 }
 
 impl Runtime {
@@ -551,6 +568,7 @@ impl Runtime {
                     .min(c.max_timeout_ms),
             ),
             max_output: usize::try_from(max_output).unwrap_or(usize::MAX),
+            host: c.host,
         }
     }
 
@@ -667,6 +685,16 @@ fn run(
         *slot = Some(store.interrupter());
     }
 
+    let host_env = FunctionEnv::new(
+        &mut store,
+        HostCtx::new(
+            inv.host.clone(),
+            limits.host,
+            started + limits.timeout,
+            limits.fuel,
+        ),
+    );
+
     let mut args = vec![inv.function.clone()];
     args.extend(inv.args.iter().cloned());
     let env_vars = environment(&inv);
@@ -683,7 +711,12 @@ fn run(
 
     let mut imports = Imports::new();
     for import in prepared.module.imports() {
-        if let Some(f) = wasi::make(&mut store, &env, import.name()) {
+        let f = if import.module() == host::NAMESPACE {
+            host::make(&mut store, &host_env, import.name())
+        } else {
+            wasi::make(&mut store, &env, import.name())
+        };
+        if let Some(f) = f {
             imports.define(import.module(), import.name(), f);
         }
     }
@@ -717,6 +750,7 @@ fn run(
     };
     let memory = instance.exports.get_memory("memory").ok().cloned();
     env.as_mut(&mut store).memory = memory;
+    host_env.as_mut(&mut store).attach(&instance);
 
     if let Err(e) = set_fuel(&mut store, &instance, limits.fuel) {
         return finish(

@@ -4,6 +4,7 @@
 use wasmer::wasmparser::{self, ExternalKind, Parser, Payload, TypeRef};
 use wasmer::{ExternType, Module};
 
+use crate::host;
 use crate::wasi::{self, Val};
 use crate::{FUEL_EXHAUSTED, FUEL_REMAINING, RuntimeError};
 
@@ -145,6 +146,16 @@ fn check_import(
         }
         _ => return Err(unknown()),
     };
+    if import.module == host::NAMESPACE {
+        // A wrong signature means the module was built against another
+        // version of the ABI: refuse it as unknown, naming the import.
+        return match (host::signature(import.name), types.get(type_index as usize)) {
+            (Some((p, r)), Some(Some((tp, tr)))) if tp.as_slice() == p && tr.as_slice() == r => {
+                Ok(())
+            }
+            _ => Err(unknown()),
+        };
+    }
     if import.module != wasi::NAMESPACE {
         return Err(unknown());
     }
@@ -172,9 +183,12 @@ pub(crate) fn check_compiled(module: &Module) -> Result<(), String> {
                 import.name()
             ));
         };
-        let known = import.module() == wasi::NAMESPACE
-            && wasi::signature(import.name())
-                .is_some_and(|(p, r)| wasi::function_type(p, r) == *ty);
+        let sig = match import.module() {
+            wasi::NAMESPACE => wasi::signature(import.name()),
+            host::NAMESPACE => host::signature(import.name()),
+            _ => None,
+        };
+        let known = sig.is_some_and(|(p, r)| wasi::function_type(p, r) == *ty);
         if !known {
             return Err(format!(
                 "unexpected import {}.{}",

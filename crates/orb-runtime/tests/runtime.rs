@@ -78,6 +78,7 @@ fn inv(input: &[u8]) -> Invocation {
         env: vec![],
         meta: CallMeta::default(),
         limits: CallLimits::default(),
+        host: None,
     }
 }
 
