@@ -57,6 +57,7 @@ fn invocation(input: &'static [u8]) -> Invocation {
         },
         limits: CallLimits::default(),
         files: None,
+        host: None,
     }
 }
 

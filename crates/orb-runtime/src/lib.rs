@@ -19,17 +19,26 @@
 //!   bundle); its writes go to a scratch layer in memory, bounded
 //!   ([`RuntimeConfig::max_scratch_bytes`]) and private to the call.
 //!
+//! * Host services: a module may import functions of the `orb` module
+//!   ([`host`]): key-value state, outbound HTTP and calls of other
+//!   functions, provided per call by the node through [`HostServices`].
+//!
 //! A function that traps, exits non-zero or hits a limit is not an error
 //! of this API: the call returns a [`CallResult`] whose status says so.
 
 mod cache;
 pub mod files;
+pub mod host;
 mod metering;
 mod tunables;
+mod validate;
 mod vfs;
 mod wasi;
 
 pub use files::FileTree;
+pub use host::{
+    CallRequest, CasOutcome, HostCall, HostError, HostLimits, HostServices, HttpRequest, Response,
+};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,17 +48,18 @@ use bytes::Bytes;
 use orb_proto::ContentHash;
 use orb_proto::wire::{CallLimits, CallMeta, RunOutcome, RunStatus};
 use wasmer::sys::{CompilerConfig, Cranelift, NativeEngineExt};
-use wasmer::wasmparser::{self, ExternalKind, Parser, Payload, TypeRef};
 use wasmer::{
-    Engine, ExternType, FunctionEnv, Imports, Instance, InstantiationError, LinkError, Module,
-    Store, TypedFunction,
+    Engine, FunctionEnv, Imports, Instance, InstantiationError, LinkError, Module, Store,
+    TypedFunction,
 };
 use wasmer_middlewares::Metering;
 
 use crate::cache::Cache;
+use crate::host::HostCtx;
 use crate::metering::{COST_VERSION, FUEL_EXHAUSTED, FUEL_REMAINING, cost, fuel_state, set_fuel};
 use crate::tunables::CapTunables;
-use crate::wasi::{CtxParams, HostStop, Val, WasiCtx};
+use crate::validate::{check_compiled, check_structure};
+use crate::wasi::{CtxParams, HostStop, WasiCtx};
 
 /// How long after the deadline [`Runtime::call`] waits for an interrupted
 /// run to wind down before answering on its own.
@@ -95,6 +105,8 @@ pub struct RuntimeConfig {
     /// Files and directories one call may have open at once; over it the
     /// function gets `EMFILE`.
     pub max_open_files: u32,
+    /// Per-call budgets of the `orb` host interface.
+    pub host: HostLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -119,6 +131,7 @@ impl Default for RuntimeConfig {
             max_scratch_bytes: 16 * 1024 * 1024,
             max_scratch_entries: 10_000,
             max_open_files: 128,
+            host: HostLimits::default(),
         }
     }
 }
@@ -142,6 +155,9 @@ pub struct Invocation {
     /// `/` (fd 3). Writes go to a scratch layer private to this call.
     /// `None`: no filesystem at all.
     pub files: Option<FileTree>,
+    /// The node's services behind the `orb` imports, for this call; `None`:
+    /// every service answers `UNAVAILABLE`.
+    pub host: Option<Arc<dyn HostServices>>,
 }
 
 /// What a call produced.
@@ -257,6 +273,7 @@ struct Limits {
     max_output: usize,
     scratch: vfs::ScratchLimits,
     max_open_files: u32,
+    host: HostLimits,
 }
 
 impl Runtime {
@@ -512,6 +529,7 @@ impl Runtime {
                 max_entries: c.max_scratch_entries,
             },
             max_open_files: c.max_open_files,
+            host: c.host,
         }
     }
 
@@ -548,204 +566,6 @@ fn deserialize(engine: &Engine, artifact: &[u8]) -> Result<Module, RuntimeError>
 
 fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn val_of(v: &wasmparser::ValType) -> Option<Val> {
-    match v {
-        wasmparser::ValType::I32 => Some(Val::I32),
-        wasmparser::ValType::I64 => Some(Val::I64),
-        _ => None,
-    }
-}
-
-fn fmt_sig(params: &[Val], results: &[Val]) -> String {
-    let list = |vs: &[Val]| {
-        vs.iter()
-            .map(|v| match v {
-                Val::I32 => "i32",
-                Val::I64 => "i64",
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!("({}) -> ({})", list(params), list(results))
-}
-
-/// Structural checks on a valid module: imports, `_start`, start section,
-/// memories.
-fn check_structure(wasm: &[u8], max_memory_bytes: u64) -> Result<(), RuntimeError> {
-    let invalid = |e: wasmparser::BinaryReaderError| RuntimeError::InvalidModule(e.to_string());
-    // Function types by type index (None: not a plain i32/i64 function).
-    let mut types: Vec<Option<(Vec<Val>, Vec<Val>)>> = Vec::new();
-    // Type index of every function, imported ones first.
-    let mut funcs: Vec<u32> = Vec::new();
-    let mut start_export: Option<u32> = None;
-
-    for payload in Parser::new(0).parse_all(wasm) {
-        match payload.map_err(invalid)? {
-            Payload::TypeSection(reader) => {
-                for group in reader {
-                    for sub in group.map_err(invalid)?.into_types() {
-                        let sig = match &sub.composite_type.inner {
-                            wasmparser::CompositeInnerType::Func(f) => {
-                                let p: Option<Vec<Val>> = f.params().iter().map(val_of).collect();
-                                let r: Option<Vec<Val>> = f.results().iter().map(val_of).collect();
-                                p.zip(r)
-                            }
-                            _ => None,
-                        };
-                        types.push(sig);
-                    }
-                }
-            }
-            Payload::ImportSection(reader) => {
-                for import in reader.into_imports() {
-                    let import = import.map_err(invalid)?;
-                    check_import(&import, &types)?;
-                    if let TypeRef::Func(t) | TypeRef::FuncExact(t) = import.ty {
-                        funcs.push(t);
-                    }
-                }
-            }
-            Payload::FunctionSection(reader) => {
-                for t in reader {
-                    funcs.push(t.map_err(invalid)?);
-                }
-            }
-            Payload::MemorySection(reader) => {
-                for m in reader {
-                    let m = m.map_err(invalid)?;
-                    if m.memory64 || m.shared || m.page_size_log2.is_some() {
-                        return Err(RuntimeError::InvalidModule(
-                            "only plain 32-bit, unshared memories with 64 KiB pages are supported"
-                                .to_string(),
-                        ));
-                    }
-                    let bytes = m.initial.saturating_mul(wasmer::WASM_PAGE_SIZE as u64);
-                    if bytes > max_memory_bytes {
-                        return Err(RuntimeError::InvalidModule(format!(
-                            "module needs {} MiB of memory at start, over this node's limit of {} MiB",
-                            bytes / (1024 * 1024),
-                            max_memory_bytes / (1024 * 1024)
-                        )));
-                    }
-                }
-            }
-            Payload::StartSection { .. } => {
-                return Err(RuntimeError::InvalidModule(
-                    "module has a start section; Orb runs WASI commands through their exported _start function"
-                        .to_string(),
-                ));
-            }
-            Payload::ExportSection(reader) => {
-                for e in reader {
-                    let e = e.map_err(invalid)?;
-                    if e.name == "_start" && e.kind == ExternalKind::Func {
-                        start_export = Some(e.index);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    let Some(start) = start_export else {
-        return Err(RuntimeError::MissingStart);
-    };
-    let sig = funcs
-        .get(start as usize)
-        .and_then(|t| types.get(*t as usize))
-        .and_then(|s| s.as_ref());
-    match sig {
-        Some((p, r)) if p.is_empty() && r.is_empty() => Ok(()),
-        _ => Err(RuntimeError::InvalidModule(
-            "_start must take no parameters and return nothing".to_string(),
-        )),
-    }
-}
-
-fn check_import(
-    import: &wasmparser::Import<'_>,
-    types: &[Option<(Vec<Val>, Vec<Val>)>],
-) -> Result<(), RuntimeError> {
-    let unknown = || RuntimeError::UnknownImport {
-        module: import.module.to_string(),
-        name: import.name.to_string(),
-    };
-    let type_index = match import.ty {
-        TypeRef::Func(t) | TypeRef::FuncExact(t) => t,
-        TypeRef::Memory(_) => {
-            return Err(RuntimeError::InvalidModule(format!(
-                "module imports memory {}.{}; Orb modules must define their own memory",
-                import.module, import.name
-            )));
-        }
-        TypeRef::Table(_) => {
-            return Err(RuntimeError::InvalidModule(format!(
-                "module imports table {}.{}; Orb modules must define their own tables",
-                import.module, import.name
-            )));
-        }
-        _ => return Err(unknown()),
-    };
-    if import.module != wasi::NAMESPACE {
-        return Err(unknown());
-    }
-    let Some((want_p, want_r)) = wasi::signature(import.name) else {
-        return Err(unknown());
-    };
-    match types.get(type_index as usize).and_then(|t| t.as_ref()) {
-        Some((p, r)) if p.as_slice() == want_p && r.as_slice() == want_r => Ok(()),
-        _ => Err(RuntimeError::InvalidModule(format!(
-            "module imports {}.{} with the wrong signature; WASI preview 1 defines it as {}",
-            import.module,
-            import.name,
-            fmt_sig(want_p, want_r)
-        ))),
-    }
-}
-
-/// Checks on a compiled module (also guards loaded artifacts).
-fn check_compiled(module: &Module) -> Result<(), String> {
-    for import in module.imports() {
-        let ExternType::Function(ty) = import.ty() else {
-            return Err(format!(
-                "imports non-function {}.{}",
-                import.module(),
-                import.name()
-            ));
-        };
-        let known = import.module() == wasi::NAMESPACE
-            && wasi::signature(import.name())
-                .is_some_and(|(p, r)| wasi::function_type(p, r) == *ty);
-        if !known {
-            return Err(format!(
-                "unexpected import {}.{}",
-                import.module(),
-                import.name()
-            ));
-        }
-    }
-    let mut start = false;
-    let mut fuel = 0;
-    for export in module.exports() {
-        match (export.name(), export.ty()) {
-            ("_start", ExternType::Function(f))
-                if f.params().is_empty() && f.results().is_empty() =>
-            {
-                start = true
-            }
-            (FUEL_REMAINING | FUEL_EXHAUSTED, ExternType::Global(_)) => fuel += 1,
-            _ => {}
-        }
-    }
-    if !start {
-        return Err("no _start function".to_string());
-    }
-    if fuel != 2 {
-        return Err("module is not metered".to_string());
-    }
-    Ok(())
 }
 
 /// The CGI-style environment of a call; the request's own variables take
@@ -798,6 +618,16 @@ fn run(
         *slot = Some(store.interrupter());
     }
 
+    let host_env = FunctionEnv::new(
+        &mut store,
+        HostCtx::new(
+            inv.host.clone(),
+            limits.host,
+            started + limits.timeout,
+            limits.fuel,
+        ),
+    );
+
     let mut args = vec![inv.function.clone()];
     args.extend(inv.args.iter().cloned());
     let env_vars = environment(&inv);
@@ -817,7 +647,12 @@ fn run(
 
     let mut imports = Imports::new();
     for import in prepared.module.imports() {
-        if let Some(f) = wasi::make(&mut store, &env, import.name()) {
+        let f = if import.module() == host::NAMESPACE {
+            host::make(&mut store, &host_env, import.name())
+        } else {
+            wasi::make(&mut store, &env, import.name())
+        };
+        if let Some(f) = f {
             imports.define(import.module(), import.name(), f);
         }
     }
@@ -851,6 +686,7 @@ fn run(
     };
     let memory = instance.exports.get_memory("memory").ok().cloned();
     env.as_mut(&mut store).memory = memory;
+    host_env.as_mut(&mut store).attach(&instance);
 
     if let Err(e) = set_fuel(&mut store, &instance, limits.fuel) {
         return finish(

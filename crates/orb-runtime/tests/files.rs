@@ -180,6 +180,7 @@ fn inv(files: Option<FileTree>) -> Invocation {
         meta: CallMeta::default(),
         limits: CallLimits::default(),
         files,
+        host: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn inv(input: &[u8]) -> Invocation {
         meta: CallMeta::default(),
         limits: CallLimits::default(),
         files: None,
+        host: None,
     }
 }
 

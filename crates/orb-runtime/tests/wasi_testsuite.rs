@@ -67,6 +67,7 @@ async fn run_case(rt: &Runtime, case: &Case) -> Result<(), String> {
         meta: CallMeta::default(),
         limits: CallLimits::default(),
         files,
+        host: None,
     };
     let result = rt.call(hash, inv).await.map_err(|e| e.to_string())?;
     let code = match &result.outcome.status {

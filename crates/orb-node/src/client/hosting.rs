@@ -133,6 +133,8 @@ async fn run_call_inner(shared: &Arc<Shared>, args: RunArgs, input: Bytes) -> (R
         env: settings.env,
         meta,
         limits: settings.limits,
+        files: None,
+        host: None,
     };
     match shared.runtime.call(hash, inv).await {
         Ok(result) => {
