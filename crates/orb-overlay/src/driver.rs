@@ -10,6 +10,11 @@
 //! with its other requests on the same connections, so its own accept loop
 //! hands [`Request::Dht`] to [`Overlay::handle_request`]. Applications that
 //! embed only the overlay can use [`serve`] as that accept loop.
+//!
+//! A node can also hand the driver connections it already holds
+//! ([`Overlay::adopt_connection`]): a client's DHT requests to its home
+//! super then travel on its tunnel to that super instead of on a second
+//! QUIC connection, so the super holds one connection per client, not two.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +52,12 @@ pub enum OverlayError {
     /// No server stored the record.
     #[error("record stored nowhere: {0}")]
     NotStored(String),
+    /// As many adopted connections are live as the driver keeps.
+    #[error("already {limit} adopted connections live")]
+    TooManyAdopted {
+        /// The limit ([`OverlayConfig::max_adopted`]).
+        limit: usize,
+    },
 }
 
 /// Driver settings.
@@ -58,6 +69,10 @@ pub struct OverlayConfig {
     pub max_concurrent_rpcs: usize,
     /// Outgoing connections cached at most (least recently used go first).
     pub max_connections: usize,
+    /// Live connections adopted from the embedding node at most (see
+    /// [`Overlay::adopt_connection`]); they are not counted in, and never
+    /// evicted by, `max_connections`.
+    pub max_adopted: usize,
     /// Commands queued for the actor at most.
     pub command_queue: usize,
     /// Seed for the core's random choices; `None`: from the clock.
@@ -72,6 +87,7 @@ impl Default for OverlayConfig {
             core: Config::default(),
             max_concurrent_rpcs: 64,
             max_connections: 256,
+            max_adopted: 16,
             command_queue: 256,
             seed: None,
             restore: None,
@@ -140,6 +156,7 @@ pub struct Overlay {
     tx: mpsc::Sender<Command>,
     local: PeerAddr,
     role: Role,
+    conns: Arc<Mutex<ConnCache>>,
 }
 
 fn now_ms() -> Millis {
@@ -169,16 +186,28 @@ impl Overlay {
             None => Core::new(local, role, config.core.clone(), seed, now),
         };
         let (tx, rx) = mpsc::channel(config.command_queue.max(1));
+        let conns = Arc::new(Mutex::new(ConnCache::new(
+            config.max_connections.max(1),
+            config.max_adopted,
+        )));
         let actor = Actor {
             core,
             endpoint,
-            conns: Arc::new(Mutex::new(ConnCache::new(config.max_connections.max(1)))),
+            conns: conns.clone(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_rpcs.max(1))),
             rpc_timeout: Duration::from_millis(config.core.rpc_timeout),
             waiters: HashMap::new(),
         };
         let task = tokio::spawn(actor.run(rx));
-        (Overlay { tx, local, role }, task)
+        (
+            Overlay {
+                tx,
+                local,
+                role,
+                conns,
+            },
+            task,
+        )
     }
 
     /// The local node.
@@ -255,6 +284,29 @@ impl Overlay {
             .unwrap_or_else(|e| DhtResponse::Refused(e.to_string()))
     }
 
+    /// Send DHT requests to `conn`'s peer on `conn`, a connection the
+    /// embedding node already holds (a client's tunnel to its home super),
+    /// instead of dialing a connection of the driver's own.
+    ///
+    /// An adopted connection is preferred to a dialed one while it is live,
+    /// is never closed or evicted by the driver (the node owns it; a failed
+    /// request does not drop it), and is forgotten once it closes; the
+    /// driver then dials as usual until the node adopts a new one. Adopting
+    /// a connection to a peer already adopted replaces the old one. At most
+    /// [`OverlayConfig::max_adopted`] live ones are kept.
+    pub fn adopt_connection(&self, conn: Connection) -> Result<(), OverlayError> {
+        let mut cache = self.conns.lock().map_err(|_| OverlayError::Closed)?;
+        cache.adopt(conn)
+    }
+
+    /// Peers whose adopted connection is live.
+    pub fn adopted_peers(&self) -> Vec<OrbId> {
+        self.conns
+            .lock()
+            .map(|mut c| c.live_adopted())
+            .unwrap_or_default()
+    }
+
     /// The routing table's peers.
     pub async fn routing_table(&self) -> Result<Vec<PeerAddr>, OverlayError> {
         self.ask(Command::Table).await
@@ -281,23 +333,60 @@ impl Overlay {
     }
 }
 
-/// Bounded LRU of outgoing connections.
+/// Bounded LRU of outgoing connections, and the (bounded) connections the
+/// node handed over, which take precedence and are never evicted.
+#[derive(Debug)]
 struct ConnCache {
     max: usize,
     tick: u64,
     conns: HashMap<OrbId, (Connection, u64)>,
+    max_adopted: usize,
+    adopted: HashMap<OrbId, Connection>,
 }
 
 impl ConnCache {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, max_adopted: usize) -> Self {
         ConnCache {
             max,
             tick: 0,
             conns: HashMap::new(),
+            max_adopted,
+            adopted: HashMap::new(),
         }
     }
 
+    fn adopt(&mut self, conn: Connection) -> Result<(), OverlayError> {
+        let id = conn.peer_id();
+        if !self.adopted.contains_key(&id) {
+            self.adopted.retain(|_, c| !c.is_closed());
+            if self.adopted.len() >= self.max_adopted {
+                return Err(OverlayError::TooManyAdopted {
+                    limit: self.max_adopted,
+                });
+            }
+        }
+        // The driver's own connection to that peer is no longer needed;
+        // requests in flight on it keep it open until they finish.
+        self.conns.remove(&id);
+        self.adopted.insert(id, conn);
+        Ok(())
+    }
+
+    fn live_adopted(&mut self) -> Vec<OrbId> {
+        self.adopted.retain(|_, c| !c.is_closed());
+        let mut ids: Vec<OrbId> = self.adopted.keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
     fn get(&mut self, id: &OrbId) -> Option<Connection> {
+        match self.adopted.get(id) {
+            Some(c) if c.is_closed() => {
+                self.adopted.remove(id);
+            }
+            Some(c) => return Some(c.clone()),
+            None => {}
+        }
         self.tick += 1;
         let tick = self.tick;
         match self.conns.get_mut(id) {
@@ -328,6 +417,18 @@ impl ConnCache {
             }
         }
         self.conns.insert(id, (conn, self.tick));
+    }
+
+    /// A request on `conn` failed: drop the driver's own connection (the
+    /// next request redials), but an adopted one only once it has closed.
+    fn failed(&mut self, id: &OrbId, conn: &Connection) {
+        if self.adopted.contains_key(id) {
+            if conn.is_closed() {
+                self.adopted.remove(id);
+            }
+        } else {
+            self.conns.remove(id);
+        }
     }
 }
 
@@ -531,7 +632,7 @@ async fn send_rpc(
         Err(e) => {
             debug!(peer = ?to, "DHT request failed: {e}");
             if let Ok(mut cache) = conns.lock() {
-                cache.conns.remove(&to.id);
+                cache.failed(&to.id, &conn);
             }
             None
         }

@@ -31,9 +31,14 @@
 //! accepting side, `max_response_body` per call on the dialing side). A
 //! malformed request resets only its own stream.
 
+mod punch;
 mod relay;
+mod setup;
 mod tls;
 
+pub use punch::{
+    MAX_PROBE_SOCKETS, PUNCH_PACKET_LEN, ProbeSockets, ProbeWin, PunchKind, PunchPacket,
+};
 pub use relay::{SpliceGate, SpliceReport, Tunnel, TunnelReader, TunnelWriter, splice};
 
 use std::io;
@@ -46,11 +51,12 @@ use bytes::Bytes;
 use orb_proto::codec::{CodecError, check_frame_len, decode, encode_frame};
 use orb_proto::wire::{ErrorKind, Request, Response, WireError};
 use orb_proto::{Keypair, OrbId, PeerAddr};
-use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{ConnectionError, ReadError, ReadExactError, ReadToEndError, VarInt, WriteError};
 use tokio::sync::{Mutex, mpsc};
 use tracing::{debug, warn};
 
+use crate::setup::{Parts, accept_loop};
 use crate::tls::{Identity, SERVER_NAME};
 
 /// How long an accepted stream may take to deliver its request frame. Bounds
@@ -129,6 +135,9 @@ pub enum TransportError {
     /// The connection or endpoint was closed before the request was sent.
     #[error("closed")]
     Closed,
+    /// A hole-punching datagram could not be sent or received.
+    #[error("punch: {0}")]
+    Punch(String),
 }
 
 impl TransportError {
@@ -198,6 +207,9 @@ struct EndpointInner {
     transport: Arc<quinn::TransportConfig>,
     incoming: Mutex<mpsc::Receiver<(quinn::Connection, OrbId)>>,
     closed: AtomicBool,
+    /// A second handle on the UDP socket for raw punch datagrams; `None`
+    /// for an endpoint over a relay tunnel.
+    raw: Option<punch::RawSender>,
 }
 
 impl Drop for EndpointInner {
@@ -231,16 +243,37 @@ impl Endpoint {
         keypair: &Keypair,
         cfg: TransportConfig,
     ) -> Result<Endpoint, TransportError> {
+        let socket = std::net::UdpSocket::bind(addr)
+            .map_err(|source| TransportError::Bind { addr, source })?;
+        Self::from_socket(socket, keypair, cfg)
+    }
+
+    /// Start an endpoint for the node `keypair` on a UDP socket that is
+    /// already bound, e.g. the one that won a birthday punch
+    /// ([`ProbeSockets::wait`]), with the same identity pinning as
+    /// [`Endpoint::bind`].
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn from_socket(
+        socket: std::net::UdpSocket,
+        keypair: &Keypair,
+        cfg: TransportConfig,
+    ) -> Result<Endpoint, TransportError> {
+        let addr = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let bind_err = |source: io::Error| TransportError::Bind { addr, source };
         let parts = Parts::new(keypair, &cfg, None).map_err(|e| match e {
             TransportError::Bind { source, .. } => bind_err(source),
             other => other,
         })?;
-        let socket = std::net::UdpSocket::bind(addr).map_err(bind_err)?;
+        // A second descriptor of the same socket: raw datagrams leave from
+        // the very address QUIC uses, so they open the same NAT mapping.
+        let raw = punch::RawSender::new(socket.try_clone().map_err(bind_err)?);
         let runtime = quinn::default_runtime()
             .ok_or_else(|| bind_err(io::Error::other("no async runtime (call inside tokio)")))?;
         let socket = runtime.wrap_udp_socket(socket).map_err(bind_err)?;
-        Self::build(parts, socket, runtime, keypair, cfg).map_err(bind_err)
+        Self::build(parts, socket, runtime, keypair, cfg, Some(raw)).map_err(bind_err)
     }
 
     /// An endpoint whose "socket" is a relay circuit: QUIC packets travel as
@@ -259,9 +292,11 @@ impl Endpoint {
             source: io::Error::other("no async runtime (call inside tokio)"),
         })?;
         let socket = relay::TunnelSocket::spawn(tunnel);
-        Self::build(parts, socket, runtime, keypair, cfg).map_err(|source| TransportError::Bind {
-            addr: relay::LOCAL,
-            source,
+        Self::build(parts, socket, runtime, keypair, cfg, None).map_err(|source| {
+            TransportError::Bind {
+                addr: relay::LOCAL,
+                source,
+            }
         })
     }
 
@@ -280,6 +315,7 @@ impl Endpoint {
         runtime: Arc<dyn quinn::Runtime>,
         keypair: &Keypair,
         cfg: TransportConfig,
+        raw: Option<punch::RawSender>,
     ) -> io::Result<Endpoint> {
         let Parts {
             endpoint_config,
@@ -309,6 +345,7 @@ impl Endpoint {
                 transport,
                 incoming: Mutex::new(rx),
                 closed: AtomicBool::new(false),
+                raw,
             }),
         })
     }
@@ -385,161 +422,6 @@ impl Endpoint {
     pub async fn wait_idle(&self) {
         self.inner.ep.wait_idle().await;
     }
-}
-
-/// The QUIC and TLS configuration of one endpoint.
-struct Parts {
-    endpoint_config: quinn::EndpointConfig,
-    server: quinn::ServerConfig,
-    identity: Identity,
-    transport: Arc<quinn::TransportConfig>,
-}
-
-impl Parts {
-    /// `mtu`: a fixed packet size for paths that cannot lose or fragment
-    /// packets (relay tunnels); `None` for UDP with path MTU discovery.
-    fn new(
-        keypair: &Keypair,
-        cfg: &TransportConfig,
-        mtu: Option<u16>,
-    ) -> Result<Parts, TransportError> {
-        let bad = |reason: String| TransportError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source: io::Error::new(io::ErrorKind::InvalidInput, reason),
-        };
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(cfg.idle_timeout)
-                    .map_err(|e| bad(format!("idle timeout: {e}")))?,
-            ))
-            .keep_alive_interval(Some(cfg.keep_alive))
-            .max_concurrent_bidi_streams(VarInt::from_u32(cfg.max_concurrent_streams))
-            // Orb uses request/response streams only.
-            .max_concurrent_uni_streams(VarInt::from_u32(0));
-        if let Some(mtu) = mtu {
-            // A tunnel is a reliable byte stream: big packets cost nothing
-            // extra and halve the per-packet work of both ends and the relay.
-            // The congestion controller's initial window must hold a few
-            // packets or nothing is ever sent (quinn's default, 14720 bytes,
-            // is under one 16 KiB packet: the handshake times out).
-            let mut cubic = quinn::congestion::CubicConfig::default();
-            cubic.initial_window(4 * u64::from(mtu));
-            transport
-                .initial_mtu(mtu)
-                .min_mtu(mtu)
-                .mtu_discovery_config(None)
-                .congestion_controller_factory(Arc::new(cubic));
-        }
-        let transport = Arc::new(transport);
-
-        let identity = Identity::new(keypair)?;
-        let server_tls = QuicServerConfig::try_from(identity.server_config()?)
-            .map_err(|e| TransportError::Tls(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
-        server.transport_config(transport.clone());
-
-        // The stateless-reset key is derived from the node's secret key, so
-        // a node restarted on the same address answers packets of the
-        // connections its previous life had with a reset its peers accept:
-        // they learn at once that the connection is gone instead of waiting
-        // for the idle timeout.
-        let reset_secret = blake3::derive_key("orb-transport stateless reset v1", &keypair.seed());
-        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_secret);
-        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
-        if let Some(mtu) = mtu {
-            endpoint_config
-                .max_udp_payload_size(mtu)
-                .map_err(|e| bad(format!("tunnel packet size: {e}")))?;
-        }
-        // Connection IDs carry a keyed hash that the endpoint checks before
-        // answering a packet at all; with a random key a restarted node
-        // would drop its old peers' packets silently instead of resetting.
-        let cid_secret = blake3::derive_key("orb-transport connection ids v1", &keypair.seed());
-        let mut cid_key = [0u8; 8];
-        cid_key.copy_from_slice(&cid_secret[..8]);
-        let cid_key = u64::from_le_bytes(cid_key);
-        endpoint_config.cid_generator(move || {
-            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
-        });
-        Ok(Parts {
-            endpoint_config,
-            server,
-            identity,
-            transport,
-        })
-    }
-}
-
-/// Accepts incoming connections and runs each handshake in its own task, so a
-/// slow handshake never delays others.
-async fn accept_loop(
-    ep: quinn::Endpoint,
-    tx: mpsc::Sender<(quinn::Connection, OrbId)>,
-    max_connections: usize,
-    handshake_timeout: Duration,
-) {
-    while let Some(incoming) = ep.accept().await {
-        // open_connections counts handshaking ones too, so this also caps
-        // concurrent handshake tasks.
-        if ep.open_connections() >= max_connections {
-            debug!(remote = %incoming.remote_address(), "connection limit reached; refusing");
-            incoming.refuse();
-            continue;
-        }
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let remote = incoming.remote_address();
-            let conn =
-                match tokio::time::timeout(handshake_timeout, async { incoming.accept()?.await })
-                    .await
-                {
-                    Ok(Ok(conn)) => conn,
-                    Ok(Err(e)) => {
-                        debug!(%remote, "incoming handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%remote, "incoming handshake timed out");
-                        return;
-                    }
-                };
-            let peer = match accepted_peer(&conn) {
-                Ok(peer) => peer,
-                Err(reason) => {
-                    warn!(%remote, "refusing connection: {reason}");
-                    conn.close(VarInt::from_u32(0), reason.as_bytes());
-                    return;
-                }
-            };
-            // Give up if the connection dies while waiting for a slot, so a
-            // closed endpoint never leaves this task parked.
-            tokio::select! {
-                _ = tx.send((conn.clone(), peer)) => {}
-                _ = conn.closed() => {}
-            }
-        });
-    }
-}
-
-/// The dialer's ID from its certificate, after checking the ALPN.
-fn accepted_peer(conn: &quinn::Connection) -> Result<OrbId, String> {
-    let alpn = conn
-        .handshake_data()
-        .and_then(|d| d.downcast::<HandshakeData>().ok())
-        .and_then(|d| d.protocol);
-    if alpn.as_deref() != Some(orb_proto::ALPN) {
-        return Err("wrong ALPN".into());
-    }
-    let certs = conn
-        .peer_identity()
-        .and_then(|i| {
-            i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .ok_or("no client certificate")?;
-    let cert = certs.first().ok_or("empty client certificate chain")?;
-    tls::id_from_cert(cert).map_err(|e| format!("bad client certificate: {e}"))
 }
 
 /// Limits an accepted stream is read under.
