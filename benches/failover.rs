@@ -354,7 +354,7 @@ async fn hold_directly(node: &ClientHandle, hash: ContentHash) -> tokio::task::J
     let req = Request::Run {
         name: NAME.to_string(),
         hash,
-        settings: FunctionSettings {
+        settings: Box::new(FunctionSettings {
             replicas: 1,
             max_replicas: 1,
             limits: CallLimits {
@@ -362,12 +362,12 @@ async fn hold_directly(node: &ClientHandle, hash: ContentHash) -> tokio::task::J
                 ..CallLimits::default()
             },
             ..FunctionSettings::default()
-        },
-        meta: CallMeta {
+        }),
+        meta: Box::new(CallMeta {
             request_id: "failover-bench-hold".into(),
             method: "POST".into(),
             ..CallMeta::default()
-        },
+        }),
         caller: ep.id(),
     };
     tokio::spawn(async move {

@@ -90,6 +90,8 @@ fn bench(c: &mut Criterion) {
         owner: owner.public(),
         hash: ContentHash::of(b"module"),
         settings: FunctionSettings::default(),
+        version: 1,
+        removed: false,
     });
     let rec = Record::sign(kind, &owner, 1, now + 3_600_000).expect("sign");
     net.rt

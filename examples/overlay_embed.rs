@@ -69,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
         owner: key.public(),
         hash: ContentHash::of(b"pretend this is a wasm module"),
         settings: FunctionSettings::default(),
+        version: 1,
+        removed: false,
     };
     let stored = app
         .put(Record::sign(RecordKind::Name(name), &key, 1, now + hour)?)

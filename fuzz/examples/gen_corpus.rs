@@ -46,6 +46,10 @@ fn settings() -> FunctionSettings {
             timeout_ms: Some(500),
             max_output: None,
         },
+        cgi: true,
+        content_type: Some("text/html".into()),
+        files: None,
+        allow_hosts: vec!["example.com:443".into()],
     }
 }
 
@@ -56,6 +60,12 @@ fn meta() -> CallMeta {
         query: "x=1".into(),
         content_type: "text/plain".into(),
         headers: vec![("accept".into(), "*/*".into())],
+        path_info: "/users/42".into(),
+        remote_addr: Some("192.0.2.1".into()),
+        server_name: "gw.example".into(),
+        server_port: 7780,
+        depth: 0,
+        deadline_ms: None,
     }
 }
 
@@ -87,6 +97,8 @@ fn records(k: &Keypair, sup: &PeerAddr) -> Vec<(&'static str, Record)> {
         owner: k.public(),
         hash: ContentHash::of(b"module"),
         settings: settings(),
+        version: 1,
+        removed: false,
     });
     let provider = RecordKind::Provider(ProviderRecord {
         hash: ContentHash::of(b"module"),
@@ -148,8 +160,8 @@ fn main() {
             Request::Run {
                 name: "hello".into(),
                 hash: ContentHash::of(b"module"),
-                settings: settings(),
-                meta: meta(),
+                settings: Box::new(settings()),
+                meta: Box::new(meta()),
                 caller: caller.id(),
             },
         ),

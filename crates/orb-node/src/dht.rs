@@ -42,6 +42,8 @@ pub(crate) fn sign_name(
         owner: kp.public(),
         hash,
         settings: settings.clone(),
+        version: 1,
+        removed: false,
     });
     Record::sign(kind, kp, now, now + NAME_TTL_MS).map_err(|e| {
         WireError::new(

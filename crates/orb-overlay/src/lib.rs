@@ -40,6 +40,8 @@
 //!         owner: key.public(),
 //!         hash: ContentHash::of(b"module bytes"),
 //!         settings: Default::default(),
+//!         version: 1,
+//!         removed: false,
 //!     }),
 //!     &key,
 //!     1,                       // seq: bump it to update

@@ -264,6 +264,8 @@ mod tests {
             owner: k.public(),
             hash: ContentHash::of(m),
             settings: FunctionSettings::default(),
+            version: 1,
+            removed: false,
         });
         Record::sign(kind, k, seq, NOW + ttl).expect("sign")
     }

@@ -42,6 +42,8 @@ fn name(key: &Keypair, name: &str, seq: u64, module: &[u8]) -> Record {
         owner: key.public(),
         hash: ContentHash::of(module),
         settings: FunctionSettings::default(),
+        version: 1,
+        removed: false,
     });
     Record::sign(kind, key, seq, now_ms() + 3_600_000).expect("sign")
 }

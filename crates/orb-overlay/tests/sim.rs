@@ -93,6 +93,8 @@ fn name_record(sim: &Sim, node: usize, name: &str, seq: u64, ttl: u64, module: &
         owner: k.public(),
         hash: ContentHash::of(module),
         settings: FunctionSettings::default(),
+        version: 1,
+        removed: false,
     });
     Record::sign(kind, k, seq, sim.now() + ttl).expect("sign")
 }

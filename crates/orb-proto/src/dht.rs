@@ -172,6 +172,12 @@ pub struct NameRecord {
     pub hash: ContentHash,
     /// Settings.
     pub settings: FunctionSettings,
+    /// Version of the name: one more at every deploy (and rollback), so
+    /// every node can tell which record is current.
+    pub version: u64,
+    /// A tombstone: the owner removed the function. The name stays owned by
+    /// the same key, which may deploy it again with a higher version.
+    pub removed: bool,
 }
 
 /// One node that holds a ready replica of a module.
@@ -518,6 +524,8 @@ mod tests {
             owner: owner.public(),
             hash: ContentHash::of(b"m"),
             settings: FunctionSettings::default(),
+            version: 1,
+            removed: false,
         })
     }
 

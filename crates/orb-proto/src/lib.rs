@@ -28,4 +28,4 @@ pub use id::{ContentHash, IdError, Keypair, OrbId, PeerAddr, PublicKey, Signatur
 
 /// ALPN protocol name. The trailing number is the wire version: peers that
 /// speak another version fail the TLS handshake instead of misparsing frames.
-pub const ALPN: &[u8] = b"orb/1";
+pub const ALPN: &[u8] = b"orb/2";

@@ -15,7 +15,7 @@ use crate::id::{ContentHash, OrbId};
 use crate::receipt::SignedReceipt;
 
 /// Version of the message set inside [`crate::ALPN`]'s protocol.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a node is on the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +74,29 @@ pub struct FunctionSettings {
     pub env: Vec<(String, String)>,
     /// Per-call limits asked for; nodes clamp them to their own maxima.
     pub limits: CallLimits,
+    /// `deploy --cgi`: the function writes a CGI header block (`Status:`,
+    /// `Content-Type:`, other headers, an empty line) before its body.
+    pub cgi: bool,
+    /// `deploy --content-type`: the type of a raw (not CGI) answer; `None`:
+    /// `application/octet-stream`.
+    pub content_type: Option<String>,
+    /// `deploy --files`: the file bundle the function sees at `/`.
+    pub files: Option<BundleRef>,
+    /// `deploy --allow-host`: the hosts (`HOST` or `HOST:PORT`) the
+    /// function's outbound HTTP may reach.
+    pub allow_hosts: Vec<String>,
+}
+
+/// A function's file bundle (see [`crate::bundle`]), stored and fetched by
+/// its hash like a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRef {
+    /// BLAKE3 of the bundle bytes.
+    pub hash: ContentHash,
+    /// Size of the bundle in bytes.
+    pub size: u64,
+    /// Files and directories in it.
+    pub entries: u32,
 }
 
 /// Per-call limits a function asks for. `None` means the node's default.
@@ -102,6 +125,21 @@ pub struct CallMeta {
     pub content_type: String,
     /// Request headers (lower-case names).
     pub headers: Vec<(String, String)>,
+    /// `PATH_INFO`: the path after `/fn/NAME`, percent-decoded; empty when
+    /// there is none.
+    pub path_info: String,
+    /// `REMOTE_ADDR`: the caller's address, where known.
+    pub remote_addr: Option<String>,
+    /// `SERVER_NAME`: the host the caller addressed (from `Host`).
+    pub server_name: String,
+    /// `SERVER_PORT`: the port the caller addressed (0 when unknown).
+    pub server_port: u16,
+    /// How deeply nested this call is: 0 for a call from outside, one more
+    /// for each function calling a function.
+    pub depth: u8,
+    /// The caller's deadline (ms since the Unix epoch) for a nested call:
+    /// the callee gets no more time than its caller has left.
+    pub deadline_ms: Option<u64>,
 }
 
 /// How a run ended.
@@ -240,10 +278,11 @@ pub enum Request {
         name: String,
         /// Module hash the executor must run.
         hash: ContentHash,
-        /// Settings (args, env, limits).
-        settings: FunctionSettings,
+        /// Settings (args, env, limits). Boxed, with `meta`, so that every
+        /// request (queued per stream) is not as large as this one.
+        settings: Box<FunctionSettings>,
         /// Call metadata.
-        meta: CallMeta,
+        meta: Box<CallMeta>,
         /// Who asked for the call (named in the receipt).
         caller: OrbId,
     },

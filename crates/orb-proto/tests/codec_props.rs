@@ -36,40 +36,76 @@ fn limits() -> impl Strategy<Value = CallLimits> {
         })
 }
 fn settings() -> impl Strategy<Value = FunctionSettings> {
-    (
+    let base = (
         any::<u32>(),
         any::<u32>(),
         prop::collection::vec(text(), 0..3),
         prop::collection::vec((text(), text()), 0..3),
         limits(),
-    )
-        .prop_map(
-            |(replicas, max_replicas, args, env, limits)| FunctionSettings {
+    );
+    let bundle = prop::option::of((any::<[u8; 32]>(), any::<u64>(), any::<u32>()).prop_map(
+        |(h, size, entries)| BundleRef {
+            hash: ContentHash(h),
+            size,
+            entries,
+        },
+    ));
+    let http = (
+        any::<bool>(),
+        prop::option::of(text()),
+        bundle,
+        prop::collection::vec(text(), 0..3),
+    );
+    (base, http).prop_map(
+        |((replicas, max_replicas, args, env, limits), (cgi, content_type, files, allow_hosts))| {
+            FunctionSettings {
                 replicas,
                 max_replicas,
                 args,
                 env,
                 limits,
-            },
-        )
+                cgi,
+                content_type,
+                files,
+                allow_hosts,
+            }
+        },
+    )
 }
 fn meta() -> impl Strategy<Value = CallMeta> {
-    (
+    let base = (
         text(),
         text(),
         text(),
         text(),
         prop::collection::vec((text(), text()), 0..3),
+    );
+    let cgi = (
+        text(),
+        prop::option::of(text()),
+        text(),
+        any::<u16>(),
+        any::<u8>(),
+        prop::option::of(any::<u64>()),
+    );
+    (base, cgi).prop_map(
+        |(
+            (request_id, method, query, content_type, headers),
+            (path_info, remote_addr, server_name, server_port, depth, deadline_ms),
+        )| CallMeta {
+            request_id,
+            method,
+            query,
+            content_type,
+            headers,
+            path_info,
+            remote_addr,
+            server_name,
+            server_port,
+            depth,
+            deadline_ms,
+        },
     )
-        .prop_map(
-            |(request_id, method, query, content_type, headers)| CallMeta {
-                request_id,
-                method,
-                query,
-                content_type,
-                headers,
-            },
-        )
 }
 fn outcome() -> impl Strategy<Value = RunOutcome> {
     let status = prop_oneof![
@@ -139,8 +175,8 @@ fn request() -> impl Strategy<Value = Request> {
                 Request::Run {
                     name,
                     hash,
-                    settings,
-                    meta,
+                    settings: Box::new(settings),
+                    meta: Box::new(meta),
                     caller,
                 }
             }

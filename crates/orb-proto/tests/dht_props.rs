@@ -55,6 +55,8 @@ fn record() -> impl Strategy<Value = Record> {
                     owner: k.public(),
                     hash: ContentHash::of(&seed),
                     settings: FunctionSettings::default(),
+                    version: 1,
+                    removed: false,
                 }),
                 _ => RecordKind::Provider(ProviderRecord {
                     hash: ContentHash::of(&seed),

@@ -147,6 +147,7 @@ async fn args_and_environment_are_visible() {
         query: "a=1&b=2".to_string(),
         content_type: "text/plain".to_string(),
         headers: vec![("x-foo".to_string(), "bar".to_string())],
+        ..CallMeta::default()
     };
     let r = call(&rt, &wasm, i).await;
     assert_eq!(

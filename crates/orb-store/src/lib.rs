@@ -11,6 +11,8 @@
 //! half of a write. The store is synchronous: async callers run it on a
 //! blocking thread (`tokio::task::spawn_blocking`).
 
+mod migrate;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// Schema version written at creation and checked at every open. Bump it
 /// whenever a table's key or value encoding changes, and add a migration.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// File name of the database inside the data directory.
 pub const FILE_NAME: &str = "orb.redb";
@@ -148,6 +150,25 @@ pub struct FunctionRecord {
     pub updated_ms: u64,
     /// Nodes a replica was last placed on.
     pub placements: Vec<OrbId>,
+    /// Version of the name this record is (see `NameRecord::version`).
+    pub version: u64,
+    /// The versions kept for rollback, oldest first (bounded by the node).
+    pub history: Vec<FunctionVersion>,
+}
+
+/// One deployed version of a function, kept for rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionVersion {
+    /// Version number.
+    pub version: u64,
+    /// Module hash.
+    pub hash: ContentHash,
+    /// Module size in bytes.
+    pub size: u64,
+    /// Settings of that version.
+    pub settings: FunctionSettings,
+    /// Unix milliseconds of its deploy.
+    pub created_ms: u64,
 }
 
 /// A replica this node hosts (kept by clients).
@@ -218,6 +239,14 @@ impl Store {
                 None => None,
             };
             match found {
+                Some(1) => {
+                    // Version 1 files hold the records without the settings
+                    // and fields added in version 2: rewrite them in this
+                    // same transaction, so a crash leaves either file.
+                    migrate::v1_to_v2(&txn)?;
+                    meta.insert(KEY_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())
+                        .map_err(db_err)?;
+                }
                 Some(v) if v != SCHEMA_VERSION => {
                     return Err(StoreError::Schema {
                         path,

@@ -219,6 +219,8 @@ fn execute(store: &Store, owner: orb_proto::OrbId, call: &Call) {
         created_ms: 1,
         updated_ms: 2,
         placements: placements(p),
+        version: 1,
+        history: Vec::new(),
     };
     match call {
         Call::Deploy { name, module } => {
@@ -518,6 +520,8 @@ fn late_placements_never_revert_a_newer_deploy() {
         created_ms: 1,
         updated_ms: 2,
         placements: Vec::new(),
+        version: 1,
+        history: Vec::new(),
     };
     let (old, new) = (deploy(b"old module"), deploy(b"new module"));
     store.put_deploy(&old, b"old module").unwrap();

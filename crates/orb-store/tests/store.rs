@@ -28,6 +28,8 @@ fn record(name: &str, module: &[u8], owner: &Keypair) -> FunctionRecord {
         created_ms: 1,
         updated_ms: 2,
         placements: vec![owner.id()],
+        version: 1,
+        history: Vec::new(),
     }
 }
 
@@ -177,6 +179,99 @@ fn a_newer_schema_is_refused_with_a_clear_error() {
         }) => assert_eq!(expected, SCHEMA_VERSION),
         other => panic!("expected a schema error, got {other:?}"),
     }
+}
+
+/// A file written by schema version 1 (records without the version 2
+/// fields) opens, and its function and hosted records read back whole.
+#[test]
+fn a_version_1_file_is_migrated() {
+    #[derive(serde::Serialize)]
+    struct SettingsV1 {
+        replicas: u32,
+        max_replicas: u32,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        limits: orb_proto::wire::CallLimits,
+    }
+    #[derive(serde::Serialize)]
+    struct FunctionV1 {
+        name: String,
+        hash: ContentHash,
+        owner: orb_proto::OrbId,
+        size: u64,
+        settings: SettingsV1,
+        created_ms: u64,
+        updated_ms: u64,
+        placements: Vec<orb_proto::OrbId>,
+    }
+    #[derive(serde::Serialize)]
+    struct HostedV1 {
+        name: String,
+        hash: ContentHash,
+        settings: SettingsV1,
+    }
+    let settings = || SettingsV1 {
+        replicas: 2,
+        max_replicas: 4,
+        args: vec!["-v".into()],
+        env: vec![],
+        limits: Default::default(),
+    };
+    let owner = Keypair::from_seed([3; 32]).id();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = redb::Database::create(dir.path().join(orb_store::FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+                .unwrap();
+            meta.insert("schema_version", 1u32.to_le_bytes().as_slice())
+                .unwrap();
+            let f = orb_proto::codec::encode(&FunctionV1 {
+                name: "hello".into(),
+                hash: ContentHash::of(b"m"),
+                owner,
+                size: 1,
+                settings: settings(),
+                created_ms: 10,
+                updated_ms: 20,
+                placements: vec![owner],
+            })
+            .unwrap();
+            txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("functions"))
+                .unwrap()
+                .insert("hello", f.as_slice())
+                .unwrap();
+            let h = orb_proto::codec::encode(&HostedV1 {
+                name: "hello".into(),
+                hash: ContentHash::of(b"m"),
+                settings: settings(),
+            })
+            .unwrap();
+            txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("hosted"))
+                .unwrap()
+                .insert("hello", h.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let fs = store.functions().unwrap();
+    assert_eq!(fs.len(), 1);
+    let f = &fs[0];
+    assert_eq!((f.name.as_str(), f.owner, f.version), ("hello", owner, 1));
+    assert_eq!((f.settings.replicas, f.settings.max_replicas), (2, 4));
+    assert_eq!(f.settings.args, vec!["-v".to_string()]);
+    assert!(!f.settings.cgi && f.settings.files.is_none());
+    assert_eq!(f.history.len(), 1);
+    assert_eq!(f.history[0].hash, ContentHash::of(b"m"));
+    let h = store.hosted().unwrap();
+    assert_eq!(h[0].settings.replicas, 2);
+    // Reopening finds version 2 and rewrites nothing.
+    drop(store);
+    assert_eq!(Store::open(dir.path()).unwrap().functions().unwrap(), fs);
 }
 
 #[test]

@@ -88,8 +88,8 @@ pub(super) async fn direct_invoke(
         let req = Request::Run {
             name: name.to_string(),
             hash: record.hash,
-            settings: record.settings.clone(),
-            meta: meta.clone(),
+            settings: Box::new(record.settings.clone()),
+            meta: Box::new(meta.clone()),
             caller: shared.id,
         };
         match tokio::time::timeout(INVOKE_TIMEOUT, link.conn.request(&req, input, max_out)).await {

@@ -143,8 +143,8 @@ pub(super) async fn handle_request(
             let args = hosting::RunArgs {
                 name,
                 hash,
-                settings,
-                meta,
+                settings: *settings,
+                meta: *meta,
                 caller,
             };
             hosting::run_call(&shared, args, body).await

@@ -114,6 +114,7 @@ pub(crate) fn call_meta(
         query: query.unwrap_or("").to_string(),
         content_type,
         headers,
+        ..CallMeta::default()
     }
 }
 

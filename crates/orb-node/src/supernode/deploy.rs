@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use orb_proto::wire::{ErrorKind, FunctionInfo, FunctionSettings, Request, Response, WireError};
 use orb_proto::{ContentHash, OrbId, PeerAddr};
-use orb_store::FunctionRecord;
+use orb_store::{FunctionRecord, FunctionVersion};
 use tracing::info;
 
 use super::{Shared, forwarding, placement};
@@ -16,6 +16,8 @@ use crate::common::util::{blocking, check_name, lock, now_ms, read_lock, write_l
 use crate::dht;
 use crate::error::NodeError;
 
+/// Versions of a function kept for rollback.
+pub(super) const MAX_VERSIONS: usize = 10;
 /// How long fetching a module from another super may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -87,6 +89,21 @@ pub(super) async fn deploy(
     }
     settings.max_replicas = settings.max_replicas.max(settings.replicas);
     let now = now_ms();
+    let version = previous.as_ref().map_or(1, |p| p.version + 1);
+    let mut history = previous
+        .as_ref()
+        .map(|p| p.history.clone())
+        .unwrap_or_default();
+    history.push(FunctionVersion {
+        version,
+        hash,
+        size: module.len() as u64,
+        settings: settings.clone(),
+        created_ms: now,
+    });
+    if history.len() > MAX_VERSIONS {
+        history.drain(..history.len() - MAX_VERSIONS);
+    }
     let record = FunctionRecord {
         name: name.clone(),
         hash,
@@ -96,6 +113,8 @@ pub(super) async fn deploy(
         created_ms: previous.as_ref().map_or(now, |p| p.created_ms),
         updated_ms: now,
         placements: Vec::new(),
+        version,
+        history,
     };
     let store = shared.store.clone();
     let rec = record.clone();

@@ -78,6 +78,8 @@ async fn resolve(shared: &Shared, name: &str) -> Result<FunctionRecord, WireErro
         created_ms: 0,
         updated_ms: 0,
         placements: Vec::new(),
+        version: 1,
+        history: Vec::new(),
     })
 }
 
@@ -160,8 +162,8 @@ async fn run_on_own_replicas(
     let req = Request::Run {
         name: f.name.clone(),
         hash: f.hash,
-        settings: f.settings.clone(),
-        meta,
+        settings: Box::new(f.settings.clone()),
+        meta: Box::new(meta),
         caller,
     };
     let max_out = max_call_output(&f.settings);
