@@ -218,6 +218,7 @@ fn main() {
                     fuel_used: 1_000_000,
                     duration_us: 900,
                     stderr: "out of fuel\n".into(),
+                    http: None,
                 },
                 receipt: Some(Box::new(signed.clone())),
             },

@@ -169,6 +169,28 @@ pub struct RunOutcome {
     pub duration_us: u64,
     /// The tail of what the function wrote to stderr (capped).
     pub stderr: String,
+    /// The HTTP answer the function gave (status, headers), as the node
+    /// that ran it read the output: its CGI header block (`deploy --cgi`)
+    /// or the deployed content type. `None`: a raw `200
+    /// application/octet-stream` answer, or a failed call.
+    pub http: Option<HttpHead>,
+}
+
+/// The status and headers of a function's HTTP answer; the body is the
+/// call's output body. Set by the node that ran the call, so every hop
+/// after it (forwarding supers, the gateway, a client's API) passes it on
+/// unchanged; the node answering over HTTP still filters the headers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HttpHead {
+    /// Status code, 200-599.
+    pub status: u16,
+    /// Header lines in order, names lower-case; hop-by-hop and `x-orb-*`
+    /// headers are already dropped.
+    pub headers: Vec<(String, String)>,
+    /// The output was not a valid CGI answer (no header block, a bad
+    /// status, headers over the bounds): the node answering over HTTP
+    /// answers 502 with this text instead, and the body is empty.
+    pub error: Option<String>,
 }
 
 impl RunOutcome {
@@ -253,7 +275,9 @@ pub enum Request {
         /// Echoed back.
         nonce: u64,
     },
-    /// Client to its home super: store and place a function. Body: the module.
+    /// Client to its home super: store and place a function. Body: the
+    /// module, then, for a function with files, its bundle (the last
+    /// `settings.files.size` bytes).
     Deploy {
         /// Function name.
         name: String,
@@ -286,12 +310,16 @@ pub enum Request {
         /// Who asked for the call (named in the receipt).
         caller: OrbId,
     },
-    /// Super to client: fetch, verify and prepare a replica.
+    /// Super to client (or super to super): fetch, verify and prepare a
+    /// replica, and its file bundle when it has one.
     Place {
         /// Function name.
         name: String,
         /// Module hash.
         hash: ContentHash,
+        /// The function's file bundle, fetched from the sender with
+        /// [`Request::FetchBundle`] like the module.
+        files: Option<BundleRef>,
     },
     /// Ask for a module's bytes. Answered with [`Response::Module`] and the bytes as body.
     FetchModule {
@@ -354,6 +382,12 @@ pub enum Request {
     /// Caller -> its super: the receipt of a call another node ran for it
     /// directly (node to node), for the ledger.
     Receipt(Box<SignedReceipt>),
+    /// Ask for a file bundle's bytes. Answered with [`Response::Bundle`]
+    /// and the bytes as body.
+    FetchBundle {
+        /// Bundle hash.
+        hash: ContentHash,
+    },
 }
 
 impl Request {
@@ -377,6 +411,7 @@ impl Request {
             Request::RelayIncoming { .. } => "RelayIncoming",
             Request::DialBack => "DialBack",
             Request::Receipt(_) => "Receipt",
+            Request::FetchBundle { .. } => "FetchBundle",
         }
     }
 
@@ -449,6 +484,11 @@ pub enum Response {
     },
     /// Answer to [`Request::Receipt`]: recorded.
     ReceiptRecorded,
+    /// Answer to [`Request::FetchBundle`]. Body: the bundle bytes.
+    Bundle {
+        /// Bundle hash.
+        hash: ContentHash,
+    },
 }
 
 /// A node's credit balance as one super's ledger holds it.

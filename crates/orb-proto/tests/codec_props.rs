@@ -113,12 +113,25 @@ fn outcome() -> impl Strategy<Value = RunOutcome> {
         text().prop_map(RunStatus::Trapped),
         (text(), text()).prop_map(|(limit, detail)| RunStatus::LimitExceeded { limit, detail }),
     ];
-    (status, any::<u64>(), any::<u64>(), text()).prop_map(
-        |(status, fuel_used, duration_us, stderr)| RunOutcome {
+    let http = proptest::option::of(
+        (
+            any::<u16>(),
+            proptest::collection::vec((text(), text()), 0..4),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(status, headers, error)| HttpHead {
+                status,
+                headers,
+                error,
+            }),
+    );
+    (status, any::<u64>(), any::<u64>(), text(), http).prop_map(
+        |(status, fuel_used, duration_us, stderr, http)| RunOutcome {
             status,
             fuel_used,
             duration_us,
             stderr,
+            http,
         },
     )
 }
@@ -181,7 +194,16 @@ fn request() -> impl Strategy<Value = Request> {
                 }
             }
         ),
-        (text(), hash()).prop_map(|(name, hash)| Request::Place { name, hash }),
+        (text(), hash(), proptest::option::of((hash(), any::<u64>(), any::<u32>())))
+            .prop_map(|(name, hash, files)| Request::Place {
+                name,
+                hash,
+                files: files.map(|(hash, size, entries)| BundleRef {
+                    hash,
+                    size,
+                    entries
+                }),
+            }),
         hash().prop_map(|hash| Request::FetchModule { hash }),
         Just(Request::ListFunctions),
         (text(), hash()).prop_map(|(name, hash)| Request::Unplace { name, hash }),

@@ -474,6 +474,7 @@ impl Runtime {
                         fuel_used: 0,
                         duration_us: duration_us(limits.timeout + TIMEOUT_GRACE),
                         stderr: String::new(),
+                        http: None,
                     },
                     stdout: Vec::new(),
                 })
@@ -568,18 +569,30 @@ fn duration_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The CGI-style environment of a call; the request's own variables take
-/// precedence over the function's configured ones.
+/// The CGI-style environment of a call (RFC 3875 section 4.1, plus
+/// Orb's own `ORB_*`); the request's own variables take precedence over
+/// the function's configured ones. The one place a call's environment is
+/// built.
 fn environment(inv: &Invocation) -> Vec<(String, String)> {
     let m = &inv.meta;
     let mut env = vec![
         ("ORB_FUNCTION".to_string(), inv.function.clone()),
         ("ORB_REQUEST_ID".to_string(), m.request_id.clone()),
+        ("GATEWAY_INTERFACE".to_string(), "CGI/1.1".to_string()),
+        ("SERVER_PROTOCOL".to_string(), "HTTP/1.1".to_string()),
+        ("SERVER_SOFTWARE".to_string(), "orb".to_string()),
         ("REQUEST_METHOD".to_string(), m.method.clone()),
+        ("SCRIPT_NAME".to_string(), format!("/fn/{}", inv.function)),
+        ("PATH_INFO".to_string(), m.path_info.clone()),
         ("QUERY_STRING".to_string(), m.query.clone()),
         ("CONTENT_TYPE".to_string(), m.content_type.clone()),
         ("CONTENT_LENGTH".to_string(), inv.input.len().to_string()),
+        ("SERVER_NAME".to_string(), m.server_name.clone()),
+        ("SERVER_PORT".to_string(), m.server_port.to_string()),
     ];
+    if let Some(addr) = &m.remote_addr {
+        env.push(("REMOTE_ADDR".to_string(), addr.clone()));
+    }
     for (name, value) in &m.headers {
         let key = format!("HTTP_{}", name.to_ascii_uppercase().replace('-', "_"));
         if !env.iter().any(|(k, _)| *k == key) {
@@ -665,6 +678,7 @@ fn run(
                 fuel_used,
                 duration_us: duration_us(started.elapsed()),
                 stderr: ctx.stderr_excerpt(),
+                http: None,
             },
             stdout: std::mem::take(&mut ctx.stdout),
         }

@@ -147,6 +147,10 @@ async fn args_and_environment_are_visible() {
         query: "a=1&b=2".to_string(),
         content_type: "text/plain".to_string(),
         headers: vec![("x-foo".to_string(), "bar".to_string())],
+        path_info: "/a b/c".to_string(),
+        remote_addr: Some("192.0.2.7".to_string()),
+        server_name: "example.org".to_string(),
+        server_port: 8080,
         ..CallMeta::default()
     };
     let r = call(&rt, &wasm, i).await;
@@ -172,6 +176,12 @@ async fn args_and_environment_are_visible() {
         "CONTENT_LENGTH=4",
         "HTTP_X_FOO=bar",
         "GREETING=hi",
+        "SCRIPT_NAME=/fn/greet",
+        "PATH_INFO=/a b/c",
+        "SERVER_NAME=example.org",
+        "SERVER_PORT=8080",
+        "REMOTE_ADDR=192.0.2.7",
+        "GATEWAY_INTERFACE=CGI/1.1",
     ] {
         assert!(
             strings.iter().any(|s| s == want),

@@ -56,6 +56,7 @@ const FUNCTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("functi
 const MODULES: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("modules");
 const HOSTED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("hosted");
 const ARTIFACTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("artifacts");
+const BUNDLES: TableDefinition<'_, &[u8; 32], &[u8]> = TableDefinition::new("bundles");
 const BLOBS: TableDefinition<'_, (&str, &[u8]), &[u8]> = TableDefinition::new("blobs");
 
 const KEY_SCHEMA: &str = "schema_version";
@@ -268,6 +269,7 @@ impl Store {
             txn.open_table(HOSTED).map_err(db_err)?;
             txn.open_table(ARTIFACTS).map_err(db_err)?;
             txn.open_table(BLOBS).map_err(db_err)?;
+            txn.open_table(BUNDLES).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Store {
@@ -379,9 +381,25 @@ impl Store {
     /// transaction, so a crash never leaves a name pointing at a missing
     /// module.
     pub fn put_deploy(&self, f: &FunctionRecord, module: &[u8]) -> Result<(), StoreError> {
+        self.put_deploy_with_bundle(f, module, None)
+    }
+
+    /// [`Store::put_deploy`] with the function's file bundle (its hash,
+    /// verified by the caller, and bytes), all in one transaction: a
+    /// refused or crashed deploy stores none of the three.
+    pub fn put_deploy_with_bundle(
+        &self,
+        f: &FunctionRecord,
+        module: &[u8],
+        bundle: Option<(&ContentHash, &[u8])>,
+    ) -> Result<(), StoreError> {
         let bytes = enc("function", f)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         {
+            if let Some((hash, data)) = bundle {
+                let mut b = txn.open_table(BUNDLES).map_err(db_err)?;
+                b.insert(&hash.0, data).map_err(db_err)?;
+            }
             let mut m = txn.open_table(MODULES).map_err(db_err)?;
             m.insert(&f.hash.0, module).map_err(db_err)?;
             let mut t = txn.open_table(FUNCTIONS).map_err(db_err)?;
@@ -461,6 +479,25 @@ impl Store {
     pub fn has_module(&self, hash: &ContentHash) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(MODULES).map_err(db_err)?;
+        Ok(t.get(&hash.0).map_err(db_err)?.is_some())
+    }
+
+    /// Store a file bundle under its hash. The caller has verified the hash.
+    pub fn put_bundle(&self, hash: &ContentHash, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put_kv(BUNDLES, &hash.0, bytes)
+    }
+
+    /// File bundle bytes by hash.
+    pub fn bundle(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(BUNDLES).map_err(db_err)?;
+        Ok(t.get(&hash.0).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Whether the file bundle is stored.
+    pub fn has_bundle(&self, hash: &ContentHash) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(BUNDLES).map_err(db_err)?;
         Ok(t.get(&hash.0).map_err(db_err)?.is_some())
     }
 

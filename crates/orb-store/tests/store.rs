@@ -375,3 +375,28 @@ fn kill_9_never_loses_an_acknowledged_deploy() {
         }
     }
 }
+
+#[test]
+fn a_deploy_with_files_commits_the_bundle_with_the_module() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Keypair::generate().unwrap();
+    let module = b"\0asm\x01\0\0\0 site".to_vec();
+    let bundle = b"ORBBNDL1 pretend bundle".to_vec();
+    let bundle_hash = ContentHash::of(&bundle);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.has_bundle(&bundle_hash).unwrap());
+        let f = record("site", &module, &owner);
+        store
+            .put_deploy_with_bundle(&f, &module, Some((&bundle_hash, &bundle)))
+            .unwrap();
+        // A bundle fetched for a placement, without a record.
+        store.put_bundle(&ContentHash::of(b"other"), b"other").unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.bundle(&bundle_hash).unwrap(), Some(bundle));
+    assert!(store.has_bundle(&ContentHash::of(b"other")).unwrap());
+    assert!(store.has_module(&ContentHash::of(&module)).unwrap());
+    assert!(store.function("site").unwrap().is_some());
+    assert_eq!(store.bundle(&ContentHash::of(b"none")).unwrap(), None);
+}

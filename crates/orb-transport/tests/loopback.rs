@@ -253,6 +253,7 @@ async fn bad_frames_are_refused_and_connection_keeps_serving() -> Result<()> {
             &Request::Place {
                 name: "f".into(),
                 hash: orb_proto::ContentHash::of(b"m"),
+                files: None,
             },
             &[],
             10,
