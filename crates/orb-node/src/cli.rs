@@ -131,6 +131,8 @@ with_limit_keys! {
     /// public-addr = "203.0.113.7:7700"
     /// bootstrap = ["ORBID@seed.example.org:7700"]
     /// max-body = 8388608
+    /// max-bundle-bytes = 67108864
+    /// max-bundle-entries = 10000
     /// max-http-connections = 1024
     /// max-http-connections-per-ip = 256
     /// http-header-timeout = 10
@@ -157,6 +159,10 @@ with_limit_keys! {
         /// `--max-body`.
         #[serde(alias = "max_body")]
         pub max_body: Option<usize>,
+        /// `--max-bundle-bytes`.
+        pub max_bundle_bytes: Option<u64>,
+        /// `--max-bundle-entries`.
+        pub max_bundle_entries: Option<u32>,
     }
 }
 
@@ -188,6 +194,48 @@ with_limit_keys! {
         pub api: Option<std::net::SocketAddr>,
         /// `--capacity`.
         pub capacity: Option<usize>,
+        /// `--max-bundle-bytes`.
+        pub max_bundle_bytes: Option<u64>,
+        /// `--max-bundle-entries`.
+        pub max_bundle_entries: Option<u32>,
+    }
+}
+
+/// The bounds on a function's file bundle, flags of both binaries (put in
+/// with `#[command(flatten)]`): a super refuses deploys over them, a
+/// client fetches no larger bundle and packs no larger upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct BundleFlags {
+    /// Largest file bundle of a function (`deploy --files`), in bytes;
+    /// larger deploys are refused with 413.
+    #[arg(long, value_name = "BYTES", default_value_t = orb_proto::bundle::DEFAULT_MAX_BYTES)]
+    pub max_bundle_bytes: u64,
+    /// Most files and directories in a function's file bundle.
+    #[arg(long, value_name = "N", default_value_t = orb_proto::bundle::DEFAULT_MAX_ENTRIES)]
+    pub max_bundle_entries: u32,
+}
+
+impl BundleFlags {
+    /// The bounds from the flags, or from the config file's keys
+    /// (`max-bundle-bytes`, `max-bundle-entries`) for a flag not given.
+    pub fn merge(
+        self,
+        file_bytes: Option<u64>,
+        file_entries: Option<u32>,
+        given: impl Fn(&str) -> bool,
+    ) -> Result<orb_proto::bundle::BundleLimits, String> {
+        let limits = orb_proto::bundle::BundleLimits {
+            max_bytes: file_bytes
+                .filter(|_| !given("max_bundle_bytes"))
+                .unwrap_or(self.max_bundle_bytes),
+            max_entries: file_entries
+                .filter(|_| !given("max_bundle_entries"))
+                .unwrap_or(self.max_bundle_entries),
+        };
+        if limits.max_bytes < 64 || limits.max_entries == 0 {
+            return Err("--max-bundle-bytes must be at least 64 and --max-bundle-entries at least 1".into());
+        }
+        Ok(limits)
     }
 }
 

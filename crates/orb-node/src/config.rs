@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use orb_proto::PeerAddr;
+use orb_proto::bundle::BundleLimits;
 use orb_transport::TransportConfig;
 
 use crate::common::http_server::HttpLimits;
@@ -43,6 +44,9 @@ pub struct SuperConfig {
     pub scale_up_after: std::time::Duration,
     /// No calls for this long removes a replica added under load.
     pub scale_idle: std::time::Duration,
+    /// Bounds on a function's file bundle (size and entries): larger
+    /// deploys are refused, larger bundles are never fetched.
+    pub bundle_limits: BundleLimits,
 }
 
 impl SuperConfig {
@@ -60,6 +64,7 @@ impl SuperConfig {
             scale_target: 2.0,
             scale_up_after: std::time::Duration::from_secs(3),
             scale_idle: std::time::Duration::from_secs(60),
+            bundle_limits: BundleLimits::default(),
         }
     }
 }
@@ -86,6 +91,12 @@ pub struct ClientConfig {
     pub http_limits: HttpLimits,
     /// QUIC settings: connections, streams per connection, timeouts.
     pub transport: TransportConfig,
+    /// Bounds on a function's file bundle: for packing files uploaded to
+    /// the local API, and for fetching a placed function's bundle.
+    pub bundle_limits: BundleLimits,
+    /// File trees of function bundles kept decoded in memory, at most
+    /// (one per bundle hash; the least recently used goes first).
+    pub max_cached_trees: usize,
 }
 
 impl ClientConfig {
@@ -101,6 +112,8 @@ impl ClientConfig {
             promote: false,
             http_limits: HttpLimits::default(),
             transport: TransportConfig::default(),
+            bundle_limits: BundleLimits::default(),
+            max_cached_trees: 16,
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Json, Response as HttpResponse};
-use axum::routing::{get, post};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
 use orb_proto::wire::{Request, Response};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -30,8 +31,11 @@ pub(super) async fn serve_api(
         .route("/api/status", get(api_status))
         .route("/api/functions", get(api_functions))
         .route("/api/nodes", get(api_nodes))
-        .route("/api/deploy", post(deploy::api_deploy))
-        .route("/api/invoke/{name}", post(invoke::api_invoke))
+        .route(
+            "/api/deploy",
+            post(deploy::api_deploy).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/invoke/{*call}", any(invoke::api_invoke))
         .route("/api/resolve/{name}", get(api_resolve))
         .route("/api/peers", get(peers::api_peers))
         .route("/api/ping/{id}", post(peers::api_ping))

@@ -5,16 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response as HttpResponse};
 use orb_proto::ContentHash;
 use orb_proto::wire::{ErrorKind, FunctionSettings, Request, Response, WireError};
 use serde::Serialize;
 use tracing::warn;
 
-use super::{Shared, best_super, records};
+use super::{Shared, best_super, records, upload};
 use crate::common::http_util;
 use crate::common::util::{blocking, check_name, unexpected};
 use crate::error::NodeError;
@@ -64,6 +64,8 @@ pub(crate) fn deploy_params(
                     .map_err(|_| bad(format!("max_replicas must be a number, not {v:?}")))?
             }
             "arg" => settings.args.push(v.into_owned()),
+            "cgi" => settings.cgi = matches!(v.as_ref(), "1" | "true" | ""),
+            "content_type" => settings.content_type = Some(v.into_owned()),
             "fuel" => settings.limits.fuel = Some(positive(&k, &v)?),
             "memory_bytes" => settings.limits.memory_bytes = Some(positive(&k, &v)?),
             "timeout_ms" => settings.limits.timeout_ms = Some(positive(&k, &v)?),
@@ -83,6 +85,7 @@ pub(crate) fn deploy_params(
         return Err(bad("replicas must be at least 1".into()));
     }
     settings.max_replicas = settings.max_replicas.max(settings.replicas);
+    crate::common::answer::check_settings(&settings)?;
     Ok((name, settings, here))
 }
 
@@ -100,12 +103,14 @@ pub(super) fn positive(key: &str, value: &str) -> Result<u64, WireError> {
 pub(super) async fn api_deploy(
     State(shared): State<Arc<Shared>>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Body,
+    req: axum::extract::Request,
 ) -> HttpResponse {
     let result = async {
-        let (name, settings, here) = deploy_params(query.as_deref())?;
-        let module = http_util::read_body(&headers, body, orb_proto::limits::MAX_MODULE).await?;
+        let (name, mut settings, here) = deploy_params(query.as_deref())?;
+        let (module, bundle) = upload::read(&shared, req).await?;
+        if let Some(bytes) = &bundle {
+            settings.files = Some(upload::bundle_ref(&shared, bytes.clone()).await?);
+        }
         // Validate here first: a bad file gets a clear answer without a
         // round trip, and nothing is sent or stored.
         let rt = shared.runtime.clone();
@@ -123,7 +128,13 @@ pub(super) async fn api_deploy(
             settings,
             here,
         };
-        let answer = tokio::time::timeout(DEPLOY_TIMEOUT, conn.request(&req, &module, 1024 * 1024))
+        // The body is the module, then the bundle (its size is in the
+        // settings): one copy here, none through the codec.
+        let body = match &bundle {
+            Some(b) => Bytes::from([&module[..], &b[..]].concat()),
+            None => module,
+        };
+        let answer = tokio::time::timeout(DEPLOY_TIMEOUT, conn.request(&req, &body, 1024 * 1024))
             .await
             .map_err(|_| WireError::new(ErrorKind::Unavailable, "deploy timed out"))?
             .map_err(|e| NodeError::from(e).to_wire())?;

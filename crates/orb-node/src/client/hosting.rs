@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use orb_proto::receipt::Receipt;
-use orb_proto::wire::{ErrorKind, FunctionSettings, Request, Response, WireError};
+use orb_proto::wire::{BundleRef, ErrorKind, FunctionSettings, Request, Response, WireError};
 use orb_proto::{ContentHash, OrbId};
 use orb_runtime::{Invocation, Runtime, RuntimeError};
 use orb_store::{HostedRecord, Store};
 use orb_transport::Connection;
 use tracing::{debug, info, warn};
 
-use super::{Shared, home_links, links, records};
+use super::{Shared, bundles, home_links, links, records};
+use crate::common::answer;
 use crate::common::util::{blocking, check_name, now_ms, unexpected, write_lock};
 
 /// Make sure `hash` is compiled and ready, loading it from the store if the
@@ -88,6 +89,9 @@ pub(super) struct RunArgs {
     pub meta: orb_proto::wire::CallMeta,
     /// Who the receipt names as the payer.
     pub caller: OrbId,
+    /// The connection the call came on: where a missing file bundle is
+    /// fetched from first.
+    pub sender: Option<Connection>,
 }
 
 /// Run a call and count it.
@@ -121,11 +125,25 @@ async fn run_call_inner(shared: &Arc<Shared>, args: RunArgs, input: Bytes) -> (R
         settings,
         meta,
         caller,
+        sender,
     } = args;
     if let Err(e) = ensure_prepared(shared, hash).await {
         return (Response::Error(e), Bytes::new());
     }
+    let files = match settings.files {
+        Some(b) => match bundles::tree(shared, b, sender.as_ref()).await {
+            Ok(t) => Some(t),
+            Err(e) => return (Response::Error(e), Bytes::new()),
+        },
+        None => None,
+    };
     let request_id = meta.request_id.clone();
+    let method = meta.method.clone();
+    let answer_settings = FunctionSettings {
+        cgi: settings.cgi,
+        content_type: settings.content_type.clone(),
+        ..FunctionSettings::default()
+    };
     let inv = Invocation {
         function: name.clone(),
         input,
@@ -133,7 +151,7 @@ async fn run_call_inner(shared: &Arc<Shared>, args: RunArgs, input: Bytes) -> (R
         env: settings.env,
         meta,
         limits: settings.limits,
-        files: None,
+        files,
         host: None,
     };
     match shared.runtime.call(hash, inv).await {
@@ -152,13 +170,21 @@ async fn run_call_inner(shared: &Arc<Shared>, args: RunArgs, input: Bytes) -> (R
             .map(Box::new)
             .map_err(|e| warn!(error = %e, "cannot sign receipt"))
             .ok();
+            let mut outcome = result.outcome;
+            let body = if outcome.is_success() {
+                let (http, body) = answer::shape(&answer_settings, &method, result.stdout);
+                outcome.http = http;
+                body
+            } else {
+                Bytes::from(result.stdout)
+            };
             (
                 Response::Ran {
                     node: shared.id,
-                    outcome: result.outcome,
+                    outcome,
                     receipt,
                 },
-                Bytes::from(result.stdout),
+                body,
             )
         }
         Err(RuntimeError::Busy) => (
@@ -185,8 +211,13 @@ pub(super) async fn place(
     conn: &Connection,
     name: String,
     hash: ContentHash,
+    files: Option<BundleRef>,
 ) -> Result<(), WireError> {
     check_name(&name)?;
+    // Files first: a replica is announced only once a call can run on it.
+    if let Some(b) = files {
+        bundles::ensure_stored(shared, conn, b).await?;
+    }
     let store = shared.store.clone();
     let have = blocking(move || store.has_module(&hash))
         .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response as HttpResponse;
 use orb_proto::OrbId;
 use orb_proto::wire::{ErrorKind, Request, Response, WireError};
@@ -21,14 +21,20 @@ use crate::error::NodeError;
 /// How long a routed call may take at most, on top of the function's own limit.
 const INVOKE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Where calls live on the local API: any method on
+/// `/api/invoke/NAME[/PATH][?QUERY]`, as on a gateway's `/fn/`.
+pub(super) const PREFIX: &str = "/api/invoke/";
+
 pub(super) async fn api_invoke(
     State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
     req: axum::extract::Request,
 ) -> HttpResponse {
     let rid = request_id();
+    let mut method = String::new();
     let result = async {
-        let (meta, input) = http_util::read_call(req, shared.config.max_body, rid.clone()).await?;
+        let (name, meta, input) =
+            http_util::read_call(req, PREFIX, shared.config.max_body, rid.clone()).await?;
+        method.clone_from(&meta.method);
         if let Some(done) = direct_invoke(&shared, &name, &meta, &input).await? {
             return Ok(done);
         }
@@ -48,7 +54,7 @@ pub(super) async fn api_invoke(
     .await;
     match result {
         Ok((node, outcome, out, path)) => {
-            let mut resp = http_util::call_response(node, &outcome, out, &rid);
+            let mut resp = http_util::call_response(node, &outcome, out, &rid, &method);
             resp.headers_mut()
                 .insert("x-orb-path", axum::http::HeaderValue::from_static(path));
             resp

@@ -21,6 +21,7 @@
 //! * [`api`], [`deploy`], [`invoke`], [`metrics`]: the local API.
 
 mod api;
+mod bundles;
 mod deploy;
 mod discovery;
 mod hosting;
@@ -31,6 +32,7 @@ mod paths;
 mod peers;
 mod records;
 mod requests;
+mod upload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -121,6 +123,8 @@ pub(crate) struct Shared {
     nat: Mutex<NatState>,
     /// The super role this node runs after promotion.
     promoted: Arc<tokio::sync::Mutex<Option<SuperHandle>>>,
+    /// Decoded file trees of the bundles of functions run here.
+    trees: bundles::TreeCache,
 }
 
 impl ClientNode {
@@ -212,6 +216,7 @@ impl ClientNode {
                 local: (!quic_addr.ip().is_unspecified()).then_some(quic_addr),
             }),
             promoted: Arc::new(tokio::sync::Mutex::new(None)),
+            trees: bundles::TreeCache::new(config.max_cached_trees),
             id: keypair.id(),
             keypair: keypair.clone(),
             stats,

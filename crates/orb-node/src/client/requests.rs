@@ -146,6 +146,7 @@ pub(super) async fn handle_request(
                 settings: *settings,
                 meta: *meta,
                 caller,
+                sender: Some(conn.clone()),
             };
             hosting::run_call(&shared, args, body).await
         }
@@ -153,7 +154,7 @@ pub(super) async fn handle_request(
             hosting::unplace(&shared, &name, hash).await;
             (Response::Placed, Bytes::new())
         }
-        Request::Place { name, hash } => match hosting::place(&shared, &conn, name, hash).await {
+        Request::Place { name, hash, files } => match hosting::place(&shared, &conn, name, hash, files).await {
             Ok(()) => (Response::Placed, Bytes::new()),
             Err(e) => (Response::Error(e), Bytes::new()),
         },

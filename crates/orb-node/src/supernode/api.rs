@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Json, Response as HttpResponse};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use orb_proto::wire::{ErrorKind, FunctionInfo, WireError};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -24,7 +24,7 @@ pub(super) async fn serve_http(
     shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
-        .route("/fn/{name}", post(gateway::invoke))
+        .route("/fn/{*call}", any(gateway::invoke))
         .route("/api/status", get(status))
         .route("/api/functions", get(functions))
         .route("/api/functions/{name}", get(function))

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use orb_proto::wire::{ErrorKind, FunctionInfo, FunctionSettings, Request, Response, WireError};
+use orb_proto::wire::{
+    BundleRef, ErrorKind, FunctionInfo, FunctionSettings, Request, Response, WireError,
+};
 use orb_proto::{ContentHash, OrbId, PeerAddr};
 use orb_store::{FunctionRecord, FunctionVersion};
 use tracing::info;
@@ -22,7 +24,8 @@ pub(super) const MAX_VERSIONS: usize = 10;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Accept a deploy from `owner`: check the name, the bytes and ownership
-/// (here and in the DHT), validate the module, commit it with its record in
+/// (here and in the DHT), validate the module and the file bundle (the end
+/// of `body` when the settings name one), commit them with the record in
 /// one transaction, then place it.
 pub(super) async fn deploy(
     shared: &Arc<Shared>,
@@ -30,10 +33,12 @@ pub(super) async fn deploy(
     name: String,
     hash: ContentHash,
     mut settings: FunctionSettings,
-    module: Bytes,
+    body: Bytes,
     here: bool,
 ) -> Result<Response, WireError> {
     check_name(&name)?;
+    crate::common::answer::check_settings(&settings)?;
+    let (module, bundle) = split_body(body, settings.files.as_ref())?;
     if here {
         let capacity = lock(&shared.clients).get(&owner).map(|c| c.capacity);
         match capacity {
@@ -83,6 +88,12 @@ pub(super) async fn deploy(
         return Err(not_owner(&name, n.owner.id()));
     }
     validate(shared, module.clone()).await?;
+    if let (Some(b), Some(bytes)) = (settings.files, bundle.clone()) {
+        let limits = shared.config.bundle_limits;
+        blocking(move || crate::common::files::check_bundle(&b, &bytes, &limits))
+            .await
+            .map_err(|e| e.to_wire())??;
+    }
 
     if settings.replicas == 0 {
         settings.replicas = 1;
@@ -118,7 +129,11 @@ pub(super) async fn deploy(
     };
     let store = shared.store.clone();
     let rec = record.clone();
-    blocking(move || store.put_deploy(&rec, &module))
+    let files = rec.settings.files.map(|b| b.hash);
+    blocking(move || {
+        let bundle = files.as_ref().zip(bundle.as_deref());
+        store.put_deploy_with_bundle(&rec, &module, bundle)
+    })
         .await
         .map_err(|e| e.to_wire())?
         .map_err(|e| NodeError::from(e).to_wire())?;
@@ -132,6 +147,31 @@ pub(super) async fn deploy(
         hash,
         placed_on: placed,
     })
+}
+
+/// A deploy's body: the module, then the bundle's declared size of bytes
+/// when it has files.
+fn split_body(
+    body: Bytes,
+    files: Option<&BundleRef>,
+) -> Result<(Bytes, Option<Bytes>), WireError> {
+    let Some(b) = files else {
+        return Ok((body, None));
+    };
+    let at = usize::try_from(b.size)
+        .ok()
+        .and_then(|size| body.len().checked_sub(size))
+        .ok_or_else(|| {
+            WireError::new(
+                ErrorKind::BadRequest,
+                format!(
+                    "the deploy declares a {}-byte file bundle but carries {} bytes in all",
+                    b.size,
+                    body.len()
+                ),
+            )
+        })?;
+    Ok((body.slice(..at), Some(body.slice(at..))))
 }
 
 /// The refusal of a deploy of a name that another key owns.

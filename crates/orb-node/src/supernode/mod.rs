@@ -12,6 +12,7 @@
 //!   announces, and health pings.
 //! * [`requests`]: the QUIC requests peers send, dispatched to the others.
 //! * [`deploy`]: accepting a module, and fetching one from another super.
+//! * [`bundles`]: the same for function file bundles.
 //! * [`placement`]: putting replicas on clients, here and through other
 //!   supers; removing them.
 //! * [`routing`]: running a call on a replica of this super's clients.
@@ -24,6 +25,7 @@
 
 mod api;
 mod bridge;
+pub(crate) mod bundles;
 mod clients;
 mod deploy;
 mod forwarding;
@@ -120,7 +122,14 @@ impl SuperNode {
         let s = store.clone();
         let ledger = blocking(move || ledger::Ledger::load(&s)).await??;
 
-        let endpoint = Endpoint::bind(config.listen, &keypair, config.transport.clone())?;
+        // A deploy's body is its module and its file bundle: let a stream
+        // carry both at their largest.
+        let mut transport = config.transport.clone();
+        let deploy_body = orb_proto::limits::MAX_MODULE
+            .saturating_add(usize::try_from(config.bundle_limits.max_bytes).unwrap_or(usize::MAX))
+            .saturating_add(64 * 1024);
+        transport.max_request_body = transport.max_request_body.max(deploy_body);
+        let endpoint = Endpoint::bind(config.listen, &keypair, transport)?;
         let quic_addr = endpoint.local_addr()?;
         // A second socket on the same IP for dial-back reachability checks.
         let dial_back = match Endpoint::bind(

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use orb_proto::wire::{ErrorKind, Request, Response, WireError};
+use orb_proto::wire::{BundleRef, ErrorKind, Request, Response, WireError};
 use orb_proto::{ContentHash, OrbId, PeerAddr};
 use orb_store::FunctionRecord;
 use orb_transport::Connection;
 use tracing::{debug, info, warn};
 
 use super::clients::ClientEntry;
-use super::{Shared, deploy, forwarding, scaling};
+use super::{Shared, bundles, deploy, forwarding, scaling};
 use crate::common::util::{blocking, check_name, lock, read_lock, write_lock};
 use crate::dht;
 use crate::policy::placement::{self as policy, Candidate};
@@ -49,14 +49,14 @@ fn ranked_candidates(
 /// Ask client `id` to fetch, verify and prepare `name`/`hash`.
 async fn place_on(
     shared: &Arc<Shared>,
-    name: &str,
-    hash: ContentHash,
+    (name, hash, files): (&str, ContentHash, Option<BundleRef>),
     id: OrbId,
     conn: &Connection,
 ) -> bool {
     let req = Request::Place {
         name: name.to_string(),
         hash,
+        files,
     };
     match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
         Ok(Ok((Response::Placed, _))) => {
@@ -121,6 +121,7 @@ async fn place_elsewhere(
         let req = Request::Place {
             name: f.name.clone(),
             hash: f.hash,
+            files: f.settings.files,
         };
         match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
             Ok(Ok((Response::Deployed { placed_on, .. }, _))) => {
@@ -157,6 +158,7 @@ pub(super) async fn place_for_peer(
     from: PeerAddr,
     name: &str,
     hash: ContentHash,
+    files: Option<BundleRef>,
 ) -> Result<OrbId, WireError> {
     check_name(name)?;
     if lock(&shared.clients).contains_key(&from.id) {
@@ -173,8 +175,11 @@ pub(super) async fn place_for_peer(
         ));
     }
     deploy::ensure_module_from(shared, from, hash).await?;
+    if let Some(b) = files {
+        bundles::ensure_from(shared, from, b).await?;
+    }
     for (id, conn) in candidates {
-        if place_on(shared, name, hash, id, &conn).await {
+        if place_on(shared, (name, hash, files), id, &conn).await {
             return Ok(id);
         }
     }
@@ -233,7 +238,7 @@ pub(super) async fn place(
     // still in the DHT as providers) must not get one more.
     let local_upto = policy::local_target(want, remote.len(), others_known);
     for (id, conn) in place_locally(&mut holders, local_upto) {
-        if place_on(shared, &f.name, f.hash, id, &conn).await {
+        if place_on(shared, (&f.name, f.hash, f.settings.files), id, &conn).await {
             holders.push(id);
         }
     }
@@ -247,7 +252,7 @@ pub(super) async fn place(
     if total < want {
         let upto = holders.len() + (want - total);
         for (id, conn) in place_locally(&mut holders, upto) {
-            if place_on(shared, &f.name, f.hash, id, &conn).await {
+            if place_on(shared, (&f.name, f.hash, f.settings.files), id, &conn).await {
                 holders.push(id);
             }
         }

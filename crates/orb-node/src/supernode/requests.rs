@@ -9,7 +9,7 @@ use orb_proto::wire::{ErrorKind, Request, Response, Role, Welcome, WireError};
 use orb_transport::IncomingRequest;
 use tracing::{debug, warn};
 
-use super::{Shared, clients, deploy, overlay, placement, routing};
+use super::{Shared, bundles, clients, deploy, overlay, placement, routing};
 use crate::common::util::request_id;
 use crate::policy::accounting::Expected;
 
@@ -70,6 +70,7 @@ pub(super) async fn handle(shared: Arc<Shared>, from: PeerAddr, incoming: Incomi
             }
         }
         Request::FetchModule { hash } => deploy::module_answer(&shared, hash).await,
+        Request::FetchBundle { hash } => bundles::answer(&shared, hash).await,
         Request::ListFunctions => (
             Response::Functions(deploy::function_infos(&shared)),
             Bytes::new(),
@@ -109,8 +110,8 @@ pub(super) async fn handle(shared: Arc<Shared>, from: PeerAddr, incoming: Incomi
             )),
             Bytes::new(),
         ),
-        Request::Place { name, hash } => {
-            match placement::place_for_peer(&shared, from, &name, hash).await {
+        Request::Place { name, hash, files } => {
+            match placement::place_for_peer(&shared, from, &name, hash, files).await {
                 Ok(node) => (
                     Response::Deployed {
                         name,

@@ -303,6 +303,7 @@ async fn connection(
         ctx: ctx.clone(),
         state: state.clone(),
         peer: peer.ip(),
+        remote: peer,
     };
     let mut builder = http1::Builder::new();
     builder
@@ -348,6 +349,9 @@ struct GuardedService {
     ctx: Arc<Ctx>,
     state: Arc<ConnState>,
     peer: IpAddr,
+    /// The caller's address, handed to handlers as `ConnectInfo` (a
+    /// function's `REMOTE_ADDR`).
+    remote: SocketAddr,
 }
 
 type ServiceFuture =
@@ -362,12 +366,14 @@ impl hyper::service::Service<Request<Incoming>> for GuardedService {
         let served = self.state.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let timed_out = Arc::new(AtomicBool::new(false));
         let limit = self.ctx.limits.request_timeout;
-        let req = req.map(|body| TimedBody {
+        let mut req = req.map(|body| TimedBody {
             inner: body,
             deadline: tokio::time::Instant::now() + limit,
             timer: None,
             timed_out: timed_out.clone(),
         });
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.remote));
         let fut = hyper::service::Service::call(&self.app, req);
         let ctx = self.ctx.clone();
         let state = self.state.clone();
