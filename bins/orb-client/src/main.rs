@@ -1,15 +1,17 @@
 //! `orb-client`: the desktop daemon and the commands that talk to it.
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+
+mod deploy;
+mod invoke;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use orb_node::cli::{
-    ClientFile, Limits, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
+    BundleFlags, ClientFile, Limits, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
     shutdown_signal,
 };
 use orb_node::config::{DEFAULT_CLIENT_API, DEFAULT_CLIENT_QUIC};
@@ -34,61 +36,9 @@ enum Command {
     /// Run the daemon until Ctrl-C or SIGTERM.
     Daemon(DaemonArgs),
     /// Deploy a WebAssembly module (a WASI command) under a name.
-    Deploy {
-        /// The module: a .wasm file built for wasm32-wasip1.
-        file: PathBuf,
-        /// Function name: 1 to 64 of a-z, 0-9, '-', '_', '.'.
-        #[arg(long)]
-        name: String,
-        /// Replicas to keep.
-        #[arg(long, default_value_t = 2)]
-        replicas: u32,
-        /// Host the first replica on this machine (the daemon must have
-        /// capacity); the others go wherever placement puts them.
-        #[arg(long)]
-        here: bool,
-        /// Replicas allowed under load [default: --replicas].
-        #[arg(long)]
-        max_replicas: Option<u32>,
-        /// A fixed argument passed to the function. Repeatable.
-        #[arg(long = "arg")]
-        args: Vec<String>,
-        /// A fixed environment variable KEY=VALUE. Repeatable.
-        #[arg(long = "env")]
-        envs: Vec<String>,
-        /// Fuel (metering points, the CPU budget) per call [default: the
-        /// node's, 2e10]. Nodes clamp it to their maximum (1e11 by default).
-        #[arg(long)]
-        fuel: Option<u64>,
-        /// Linear memory per call, in MiB [default: the node's, 256].
-        /// Nodes clamp it to their maximum (1024 by default).
-        #[arg(long)]
-        memory_mb: Option<u64>,
-        /// Wall-clock limit per call, in milliseconds [default: the
-        /// node's, 10000]. Nodes clamp it to their maximum (60000 by default).
-        #[arg(long)]
-        timeout_ms: Option<u64>,
-        /// Most bytes a call may write to stdout [default: the node's,
-        /// 8 MiB]. Nodes clamp it to their maximum (8 MiB by default).
-        #[arg(long)]
-        max_output_bytes: Option<u64>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Deploy(deploy::DeployArgs),
     /// Call a function; its output goes to stdout. Exits non-zero on failure.
-    Invoke {
-        /// Function name.
-        name: String,
-        /// Input file, or - for stdin [default: no input].
-        #[arg(long)]
-        input: Option<String>,
-        /// Print JSON instead of the raw output: {"ok", "status", "node",
-        /// "path", "request_id", "fuel", "output"} (output as UTF-8 text,
-        /// lossy; path is direct-lan, direct, relayed or super).
-        #[arg(long)]
-        json: bool,
-    },
+    Invoke(invoke::InvokeArgs),
     /// Show the daemon's state: identity, home supers, hosted replicas.
     Status {
         /// Print JSON.
@@ -177,6 +127,8 @@ struct DaemonArgs {
     promote: String,
     #[command(flatten)]
     limits: Limits,
+    #[command(flatten)]
+    bundles: BundleFlags,
 }
 
 fn main() -> ExitCode {
@@ -248,146 +200,8 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Deploy {
-            file,
-            name,
-            replicas,
-            here,
-            max_replicas,
-            args,
-            envs,
-            fuel,
-            memory_mb,
-            timeout_ms,
-            max_output_bytes,
-            json,
-        } => {
-            let module =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            if !module.starts_with(b"\0asm") {
-                bail!(
-                    "{} is not a WebAssembly module (it does not start with \\0asm)",
-                    file.display()
-                );
-            }
-            let mut query: Vec<(&str, String)> =
-                vec![("name", name), ("replicas", replicas.to_string())];
-            if let Some(m) = max_replicas {
-                query.push(("max_replicas", m.to_string()));
-            }
-            if here {
-                query.push(("here", "1".to_string()));
-            }
-            query.extend(args.into_iter().map(|a| ("arg", a)));
-            query.extend(envs.into_iter().map(|e| ("env", e)));
-            if let Some(mb) = memory_mb {
-                let bytes = mb
-                    .checked_mul(1024 * 1024)
-                    .with_context(|| format!("--memory-mb {mb} is too large"))?;
-                query.push(("memory_bytes", bytes.to_string()));
-            }
-            for (key, value) in [
-                ("fuel", fuel),
-                ("timeout_ms", timeout_ms),
-                ("max_output", max_output_bytes),
-            ] {
-                if let Some(v) = value {
-                    query.push((key, v.to_string()));
-                }
-            }
-            let (body, bar) = upload_body(module);
-            let resp = client()?
-                .post(format!("{api}/api/deploy"))
-                .query(&query)
-                .body(body)
-                .send()
-                .await
-                .map_err(unreachable)?;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            let v: Value = json_or_error(resp).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                let placed = v["placed_on"].as_array().map(|a| a.len()).unwrap_or(0);
-                println!(
-                    "deployed {} hash={} replicas={}",
-                    v["name"].as_str().unwrap_or(""),
-                    v["hash"].as_str().unwrap_or(""),
-                    placed
-                );
-                if placed == 0 {
-                    eprintln!(
-                        "warning: no node with spare capacity is connected yet; the function will be placed when one joins"
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Invoke { name, input, json } => {
-            let body = match input.as_deref() {
-                None => Vec::new(),
-                Some("-") => {
-                    let mut b = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut b)
-                        .context("reading stdin")?;
-                    b
-                }
-                Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
-            };
-            let resp = client()?
-                .post(format!("{api}/api/invoke/{name}"))
-                .body(body)
-                .send()
-                .await
-                .map_err(unreachable)?;
-            let status = resp.status();
-            let node = resp
-                .headers()
-                .get("x-orb-node")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let header = |h: &str| {
-                resp.headers()
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let (request_id, fuel) = (header("x-orb-request-id"), header("x-orb-fuel"));
-            let path = header("x-orb-path");
-            let bytes = resp.bytes().await.context("reading the answer")?;
-            if json {
-                let v = serde_json::json!({
-                    "ok": status.is_success(),
-                    "status": status.as_u16(),
-                    "node": node,
-                    "path": path,
-                    "request_id": request_id,
-                    "fuel": fuel.and_then(|f| f.parse::<u64>().ok()),
-                    "output": String::from_utf8_lossy(&bytes),
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                if !status.is_success() {
-                    std::process::exit(1);
-                }
-                return Ok(());
-            }
-            if !status.is_success() {
-                bail!(
-                    "{} ({})",
-                    String::from_utf8_lossy(&bytes).trim_end(),
-                    status
-                );
-            }
-            std::io::stdout().write_all(&bytes)?;
-            std::io::stdout().flush()?;
-            if let Some(node) = node {
-                tracing::debug!(node, "served by");
-            }
-            Ok(())
-        }
+        Command::Deploy(args) => deploy::run(&api, args).await,
+        Command::Invoke(args) => invoke::run(&api, args).await,
         Command::Status { json } => {
             let v = get_json(&format!("{api}/api/status")).await?;
             if json {
@@ -529,6 +343,12 @@ async fn daemon(
         .filter(|_| !given(m, "capacity"))
         .unwrap_or(args.capacity);
     config.promote = args.promote == "auto";
+    config.bundle_limits = args
+        .bundles
+        .merge(file.max_bundle_bytes, file.max_bundle_entries, |id| {
+            given(m, id)
+        })
+        .map_err(anyhow::Error::msg)?;
     let limits = args.limits.merge(file.limits(), |id| given(m, id));
     limits
         .apply(&mut config.http_limits, &mut config.transport)
@@ -587,14 +407,14 @@ fn s(v: &Value) -> String {
         .unwrap_or_else(|| v.to_string())
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
         .build()
         .context("building the HTTP client")
 }
 
-fn unreachable(e: reqwest::Error) -> anyhow::Error {
+pub(crate) fn unreachable(e: reqwest::Error) -> anyhow::Error {
     anyhow::anyhow!(
         "cannot reach the orb-client daemon's API ({e}); is `orb-client daemon` running, and is --api right?"
     )
@@ -605,7 +425,7 @@ async fn get_json(url: &str) -> anyhow::Result<Value> {
     json_or_error(resp).await
 }
 
-async fn json_or_error(resp: reqwest::Response) -> anyhow::Result<Value> {
+pub(crate) async fn json_or_error(resp: reqwest::Response) -> anyhow::Result<Value> {
     let status = resp.status();
     let bytes = resp.bytes().await.context("reading the answer")?;
     if !status.is_success() {
@@ -616,33 +436,4 @@ async fn json_or_error(resp: reqwest::Response) -> anyhow::Result<Value> {
         );
     }
     serde_json::from_slice(&bytes).context("the daemon answered with invalid JSON")
-}
-
-/// The module as a request body. On a terminal, a progress bar follows the
-/// upload (and then spins while the network validates and places it);
-/// otherwise the bytes go in one piece and nothing is drawn.
-fn upload_body(module: Vec<u8>) -> (reqwest::Body, Option<indicatif::ProgressBar>) {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return (reqwest::Body::from(module), None);
-    }
-    let bar = indicatif::ProgressBar::new(module.len() as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message("uploading");
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        module.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let b = bar.clone();
-    let stream = futures_util::stream::iter(chunks.into_iter().inspect(move |c| {
-        if let Ok(chunk) = c {
-            b.inc(chunk.len() as u64);
-            if b.position() >= b.length().unwrap_or(0) {
-                b.set_message("validating and placing");
-            }
-        }
-    }));
-    (reqwest::Body::wrap_stream(stream), Some(bar))
 }

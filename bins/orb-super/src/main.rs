@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use orb_node::cli::{
-    Limits, SuperFile, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
+    BundleFlags, Limits, SuperFile, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
     shutdown_signal,
 };
 use orb_node::config::{DEFAULT_SUPER_HTTP, DEFAULT_SUPER_QUIC};
@@ -66,6 +66,8 @@ struct RunArgs {
     /// Largest request body the gateway accepts, in bytes (413 beyond).
     #[arg(long, default_value_t = orb_proto::limits::DEFAULT_MAX_INPUT)]
     max_body: usize,
+    #[command(flatten)]
+    bundles: BundleFlags,
     /// Autoscaling target: calls in flight per replica. Load above it for
     /// --scale-up-secs adds a replica (up to the function's --max-replicas).
     #[arg(long, default_value_t = 2.0)]
@@ -135,6 +137,12 @@ async fn run(args: RunArgs, m: &ArgMatches) -> anyhow::Result<()> {
         .max_body
         .filter(|_| !given(m, "max_body"))
         .unwrap_or(args.max_body);
+    config.bundle_limits = args
+        .bundles
+        .merge(file.max_bundle_bytes, file.max_bundle_entries, |id| {
+            given(m, id)
+        })
+        .map_err(anyhow::Error::msg)?;
     if !(args.scale_target > 0.0 && args.scale_target.is_finite()) {
         anyhow::bail!("--scale-target must be a positive number of calls in flight per replica");
     }
