@@ -13,7 +13,9 @@
 //! * `upper` (examples/functions/rust-upper) through super 1, when it is
 //!   already built or builds for wasm32-wasip1 within a couple of minutes;
 //! * `hello-c` (examples/functions/c-hello) through super 0, when clang
-//!   can build it for WASI.
+//!   can build it for WASI;
+//! * `site` (examples/functions/static-site, `--cgi --files site/`) through
+//!   super 1, when it builds like `upper`: a web site to open in a browser.
 //!
 //! A function that cannot be built is skipped with a note: the devnet never
 //! depends on the wasm32 target or a C toolchain. It prints `gateway=URL`
@@ -227,21 +229,21 @@ async fn run_build(mut cmd: Command) -> Result<(), String> {
     }
 }
 
-/// The Rust example `rust-upper` for wasm32-wasip1: reused when already
-/// built (by the tests or an earlier devnet), else built now.
-async fn rust_upper(root: &Path, build: bool) -> Result<Vec<u8>, String> {
+/// A Rust example (`rust-upper`, `static-site`) for wasm32-wasip1: reused
+/// when already built (by the tests or an earlier devnet), else built now.
+async fn rust_example(root: &Path, name: &str, build: bool) -> Result<Vec<u8>, String> {
     let target_dir = root.join("target/wasm-functions");
-    let wasm = target_dir.join("wasm32-wasip1/release/rust-upper.wasm");
+    let wasm = target_dir.join(format!("wasm32-wasip1/release/{name}.wasm"));
     if !wasm.exists() {
         if !build {
             return Err("not built (--no-build)".into());
         }
-        println!("building examples/functions/rust-upper for wasm32-wasip1…");
+        println!("building examples/functions/{name} for wasm32-wasip1…");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--release", "--target", "wasm32-wasip1"])
             .arg("--manifest-path")
-            .arg(root.join("examples/functions/rust-upper/Cargo.toml"))
+            .arg(root.join(format!("examples/functions/{name}/Cargo.toml")))
             .arg("--target-dir")
             .arg(&target_dir);
         run_build(cmd).await.map_err(|e| {
@@ -288,14 +290,43 @@ async fn deploy(
     replicas: u32,
     wasm: Vec<u8>,
 ) -> Result<usize> {
-    let r = http
-        .post(format!(
-            "http://{}/api/deploy?name={name}&replicas={replicas}",
-            client.api_addr
-        ))
-        .body(wasm)
-        .send()
-        .await?;
+    deploy_with(http, client, &format!("name={name}&replicas={replicas}"), wasm, None).await
+}
+
+/// Deploy with the query `query` (`name=..&cgi=1`...) and, for a function
+/// with files, its packed bundle (a multipart upload, as `orb-client
+/// deploy --files` sends it).
+async fn deploy_with(
+    http: &reqwest::Client,
+    client: &ClientHandle,
+    query: &str,
+    wasm: Vec<u8>,
+    bundle: Option<Vec<u8>>,
+) -> Result<usize> {
+    let mut req = http.post(format!("http://{}/api/deploy?{query}", client.api_addr));
+    req = match bundle {
+        None => req.body(wasm),
+        Some(bundle) => {
+            let boundary = "orb-devnet-7f3a9c0e51d2";
+            let mut body = Vec::new();
+            for (part, data) in [("module", &wasm), ("bundle", &bundle)] {
+                body.extend_from_slice(
+                    format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{part}\"; filename=\"{part}\"\r\n\r\n")
+                        .as_bytes(),
+                );
+                body.extend_from_slice(data);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            req.header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+        }
+    };
+    let r = req.send().await?;
+    let name = query.split('&').next().unwrap_or(query);
     if !r.status().is_success() {
         bail!("deploying {name} failed: {}", r.text().await?.trim());
     }
@@ -337,7 +368,7 @@ async fn main() -> Result<()> {
 
         // The Rust example goes in through super 1 (client 1's home).
         let via = net.clients.get(1).unwrap_or(&net.clients[0]);
-        match rust_upper(&root, args.build).await {
+        match rust_example(&root, "rust-upper", args.build).await {
             Ok(wasm) => {
                 let n = deploy(&http, via, "upper", 1, wasm).await?;
                 println!("deployed upper (examples/functions/rust-upper) on {n} replica(s)");
@@ -353,12 +384,28 @@ async fn main() -> Result<()> {
             }
             Err(e) => println!("skipped hello-c (examples/functions/c-hello): {e}"),
         }
+        let mut site = false;
+        match rust_example(&root, "static-site", args.build).await {
+            Ok(wasm) => {
+                let dir = root.join("examples/functions/static-site/site");
+                let bundle = orb_runtime::files::pack_dir(&dir, &Default::default())
+                    .with_context(|| format!("packing {}", dir.display()))?;
+                let n = deploy_with(&http, via, "name=site&replicas=2&cgi=1", wasm, Some(bundle))
+                    .await?;
+                println!("deployed site (examples/functions/static-site, --cgi --files) on {n} replica(s)");
+                site = true;
+            }
+            Err(e) => println!("skipped site (examples/functions/static-site): {e}"),
+        }
 
         let gateway = format!("http://{}", net.supers[0].http_addr);
         let other = format!("http://{}", net.supers[1].http_addr);
         println!();
         println!("gateway={gateway}");
         println!("dashboard={gateway}/");
+        if site {
+            println!("site={gateway}/fn/site/");
+        }
         println!();
         println!("try:");
         for (name, input) in &deployed {
@@ -367,6 +414,10 @@ async fn main() -> Result<()> {
         println!("  # any super serves any function (found through the DHT):");
         for (name, input) in &deployed {
             println!("  curl -d '{input}' {other}/fn/{name}");
+        }
+        if site {
+            println!("  # a web site served by a function: open it in a browser");
+            println!("  xdg-open {gateway}/fn/site/");
         }
         println!("  curl {gateway}/api/functions");
         println!("  curl {gateway}/metrics");
