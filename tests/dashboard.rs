@@ -158,6 +158,55 @@ async fn dashboards_render_nodes_and_functions_in_chromium() -> Result<()> {
     Ok(())
 }
 
+/// A page served by a function (the static-site example, `--cgi --files`)
+/// renders in a real browser with its style sheet, script and picture,
+/// all from the function's bundle: the script records the computed
+/// background colour that only style.css sets, and the image's width.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_site_function_renders_with_its_css_in_chromium() -> Result<()> {
+    let Some(chromium) = chromium() else {
+        skip_or_fail("chromium is not installed (apt install chromium)");
+        return Ok(());
+    };
+    let Some(site) = rust_function("static-site") else {
+        return Ok(());
+    };
+    let net = network().await?;
+    let dir = root().join("examples/functions/static-site/site");
+    let dir = dir.to_str().context("utf-8 path")?;
+    deploy(
+        net.api,
+        &site,
+        "site",
+        &["--cgi", "--files", dir, "--replicas", "1"],
+    )?;
+    let profile = tempfile::tempdir()?;
+    // `/fn/site` redirects to `/fn/site/`, so relative links resolve.
+    let dom = dump_dom(
+        &chromium,
+        profile.path(),
+        &format!("http://{}/fn/site", net.gateway),
+    )
+    .await?;
+    assert!(
+        dom.contains("Hello from a function"),
+        "the page did not render:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-loaded="yes""#),
+        "app.js from the bundle did not run:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-bg="rgb(18, 52, 86)""#),
+        "style.css from the bundle was not applied:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-img="8""#),
+        "dot.png from the bundle did not load:\n{dom}"
+    );
+    Ok(())
+}
+
 /// The families a super's `/metrics` must have.
 const SUPER_FAMILIES: &[&str] = &[
     "orb_calls_total",

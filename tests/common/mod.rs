@@ -356,3 +356,43 @@ pub async fn metric(http_addr: SocketAddr, series: &str) -> Result<f64> {
         })
         .unwrap_or(0.0))
 }
+
+/// WAT text of a module that writes `out` to stdout and exits 0: a
+/// function whose whole answer is fixed (e.g. a CGI header block).
+pub fn print_wat(out: &[u8]) -> String {
+    let data: String = out.iter().map(|b| format!("\\{b:02x}")).collect();
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") {pages})
+  (data (i32.const 64) "{data}")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const {len}))
+    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        pages = out.len() / 65536 + 1,
+        len = out.len()
+    )
+}
+
+/// A `multipart/form-data` body of `(part name, file name, bytes)` parts,
+/// and its content type: what a browser sends when it uploads files.
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "orb-test-boundary-7c1f2a";
+    let mut body = Vec::new();
+    for (name, file, data) in parts {
+        let file = file
+            .map(|f| format!("; filename=\"{f}\""))
+            .unwrap_or_default();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
