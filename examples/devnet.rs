@@ -290,7 +290,14 @@ async fn deploy(
     replicas: u32,
     wasm: Vec<u8>,
 ) -> Result<usize> {
-    deploy_with(http, client, &format!("name={name}&replicas={replicas}"), wasm, None).await
+    deploy_with(
+        http,
+        client,
+        &format!("name={name}&replicas={replicas}"),
+        wasm,
+        None,
+    )
+    .await
 }
 
 /// Deploy with the query `query` (`name=..&cgi=1`...) and, for a function

@@ -146,7 +146,7 @@ async fn expect(method: &str, url: &str, body: &str, status: u16) -> Result<Answ
         if a.status == status {
             return Ok(Some(a));
         }
-        if a.status == 502 || a.status == 404 && a.header("x-orb-error") == "NotFound" {
+        if a.status == 502 || (a.status == 404 && a.header("x-orb-error") == "NotFound") {
             // Not placed or resolvable yet.
             bail!("{}: {}", a.status, a.body);
         }
@@ -190,7 +190,12 @@ async fn functions_are_http_backends() -> Result<()> {
     // notes: CGI, one replica on c1 (behind A). static-site: CGI with
     // files, deployed through B with two replicas, one of them placed
     // through A (which fetches module and bundle from B).
-    deploy(net.api1, &notes, "notes", &["--cgi", "--replicas", "1", "--here"])?;
+    deploy(
+        net.api1,
+        &notes,
+        "notes",
+        &["--cgi", "--replicas", "1", "--here"],
+    )?;
     let site_dir_s = site_dir.to_str().context("utf-8 path")?;
     let out = deploy(
         net.api2,
@@ -213,7 +218,11 @@ async fn functions_are_http_backends() -> Result<()> {
         assert!(a.body.contains("buy milk"), "{}", a.body);
         assert!(!a.header("x-orb-node").is_empty(), "x-orb-node still set");
         let a = expect("GET", &format!("{base}/?q=plants"), "", 200).await?;
-        assert!(a.body.contains("water") && !a.body.contains("milk"), "{}", a.body);
+        assert!(
+            a.body.contains("water") && !a.body.contains("milk"),
+            "{}",
+            a.body
+        );
         let a = expect("GET", &format!("{base}/2"), "", 200).await?;
         assert!(a.body.contains("water the plants"), "{}", a.body);
         let a = expect("GET", &format!("{base}/x"), "", 404).await?;
@@ -267,7 +276,11 @@ async fn functions_are_http_backends() -> Result<()> {
         assert!(a.body.contains("Hello from a function"), "{}", a.body);
         for (path, ctype, needle) in [
             ("style.css", "text/css; charset=utf-8", "background-color"),
-            ("app.js", "text/javascript; charset=utf-8", "getComputedStyle"),
+            (
+                "app.js",
+                "text/javascript; charset=utf-8",
+                "getComputedStyle",
+            ),
             ("logo.svg", "image/svg+xml", "<svg"),
             ("docs/data.json", "application/json", "served_by"),
             ("docs/notes.txt", "text/plain; charset=utf-8", "Plain text"),
@@ -282,7 +295,11 @@ async fn functions_are_http_backends() -> Result<()> {
         let a = expect("GET", &format!("{base}/docs"), "", 301).await?;
         assert_eq!(a.header("location"), "/fn/site/docs/");
         let a = expect("GET", &format!("{base}/nothing/here.html"), "", 404).await?;
-        assert!(a.body.contains("not in the bundle"), "its own 404: {}", a.body);
+        assert!(
+            a.body.contains("not in the bundle"),
+            "its own 404: {}",
+            a.body
+        );
         expect("POST", &format!("{base}/"), "", 405).await?;
     }
 
@@ -323,14 +340,15 @@ async fn functions_are_http_backends() -> Result<()> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["status"], 200);
     assert_eq!(v["headers"]["content-type"], "application/json");
-    let env: serde_json::Value =
-        serde_json::from_str(v["output"].as_str().context("output")?)?;
+    let env: serde_json::Value = serde_json::from_str(v["output"].as_str().context("output")?)?;
     assert_eq!(env["PATH_INFO"], "/_env/x/y");
     assert_eq!(env["QUERY_STRING"], "k=v");
     assert_eq!(env["HTTP_X_NOTE"], "via the CLI");
     let out = client_cmd(
         net.api1,
-        &["invoke", "notes", "--method", "POST", "--input", "-", "--json"],
+        &[
+            "invoke", "notes", "--method", "POST", "--input", "-", "--json",
+        ],
         Some(b"from stdin"),
     )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -355,7 +373,12 @@ async fn functions_are_http_backends() -> Result<()> {
         net.api1,
         &typed,
         "typed",
-        &["--replicas", "1", "--content-type", "text/plain; charset=utf-8"],
+        &[
+            "--replicas",
+            "1",
+            "--content-type",
+            "text/plain; charset=utf-8",
+        ],
     )?;
     for gw in [gw_a, gw_b] {
         let a = expect("POST", &format!("http://{gw}/fn/raw"), "world", 200).await?;
@@ -370,16 +393,35 @@ async fn functions_are_http_backends() -> Result<()> {
     }
     let err = deploy_fails(
         net.api1,
-        &["deploy", path(&hello)?, "--name", "badtype", "--content-type", "not a type"],
+        &[
+            "deploy",
+            path(&hello)?,
+            "--name",
+            "badtype",
+            "--content-type",
+            "not a type",
+        ],
     )?;
     assert!(err.contains("not a media type"), "{err}");
 
     // Broken CGI answers: 502 naming the problem; the nodes keep serving.
     for (name, out, problem) in [
-        ("cgi-999", &b"Status: 999\nContent-Type: text/plain\n\nx"[..], "999"),
-        ("cgi-abc", b"Status: abc\n\nx", "abc"),
-        ("cgi-endless", b"Content-Type: text/plain\nX-A: b\nno blank line", "never ends"),
-        ("cgi-html", b"<html>no header block</html>\n\n", "Name: value"),
+        (
+            "cgi-999",
+            &b"Status: 999\nContent-Type: text/plain\n\nx"[..],
+            "999",
+        ),
+        ("cgi-abc", &b"Status: abc\n\nx"[..], "abc"),
+        (
+            "cgi-endless",
+            &b"Content-Type: text/plain\nX-A: b\nno blank line"[..],
+            "never ends",
+        ),
+        (
+            "cgi-html",
+            &b"<html>no header block</html>\n\n"[..],
+            "Name: value",
+        ),
     ] {
         let wasm = wat_file(&net.dir, &format!("{name}.wasm"), &print_wat(out));
         deploy(net.api1, &wasm, name, &["--cgi", "--replicas", "1"])?;
@@ -434,14 +476,28 @@ async fn functions_are_http_backends() -> Result<()> {
     std::os::unix::fs::symlink("/etc/passwd", escaping.join("passwd"))?;
     let err = deploy_fails(
         net.api1,
-        &["deploy", path(&hello)?, "--name", "esc1", "--files", path(&escaping)?],
+        &[
+            "deploy",
+            path(&hello)?,
+            "--name",
+            "esc1",
+            "--files",
+            path(&escaping)?,
+        ],
     )?;
     assert!(err.contains("absolute path"), "{err}");
     std::fs::remove_file(escaping.join("passwd"))?;
     std::os::unix::fs::symlink("../../secret", escaping.join("up"))?;
     let err = deploy_fails(
         net.api1,
-        &["deploy", path(&hello)?, "--name", "esc2", "--files", path(&escaping)?],
+        &[
+            "deploy",
+            path(&hello)?,
+            "--name",
+            "esc2",
+            "--files",
+            path(&escaping)?,
+        ],
     )?;
     assert!(err.contains("outside the bundled directory"), "{err}");
     let err = deploy_fails(
@@ -464,7 +520,14 @@ async fn functions_are_http_backends() -> Result<()> {
     std::fs::write(large.join("blob.bin"), vec![7u8; 2 * 1024 * 1024])?;
     let err = deploy_fails(
         net.api1,
-        &["deploy", path(&hello)?, "--name", "big2", "--files", path(&large)?],
+        &[
+            "deploy",
+            path(&hello)?,
+            "--name",
+            "big2",
+            "--files",
+            path(&large)?,
+        ],
     )?;
     assert!(err.contains("over this node's 1048576-byte limit"), "{err}");
     assert!(err.contains("413"), "{err}");
@@ -473,7 +536,10 @@ async fn functions_are_http_backends() -> Result<()> {
     let module = std::fs::read(&notes)?;
     let upload = |parts: &[(&str, Option<&str>, &[u8])], name: &str| {
         let (ctype, body) = multipart(parts);
-        let url = format!("http://{}/api/deploy?name={name}&replicas=1&cgi=1", net.api1);
+        let url = format!(
+            "http://{}/api/deploy?name={name}&replicas=1&cgi=1",
+            net.api1
+        );
         async move {
             let r = http()
                 .post(url)
@@ -486,8 +552,8 @@ async fn functions_are_http_backends() -> Result<()> {
     };
     let (status, text) = upload(
         &[
-            ("module", Some("notes.wasm"), &module),
-            ("file", Some("../evil.txt"), b"x"),
+            ("module", Some("notes.wasm"), &module[..]),
+            ("file", Some("../evil.txt"), &b"x"[..]),
         ],
         "evil",
     )
@@ -496,9 +562,13 @@ async fn functions_are_http_backends() -> Result<()> {
     assert!(text.contains("evil.txt"), "{text}");
     let (status, text) = upload(
         &[
-            ("module", Some("notes.wasm"), &module),
-            ("file", Some("index.html"), b"<p>picked in a browser</p>"),
-            ("file", Some("css/a.css"), b"p{}"),
+            ("module", Some("notes.wasm"), &module[..]),
+            (
+                "file",
+                Some("index.html"),
+                &b"<p>picked in a browser</p>"[..],
+            ),
+            ("file", Some("css/a.css"), &b"p{}"[..]),
         ],
         "browser",
     )
@@ -507,7 +577,10 @@ async fn functions_are_http_backends() -> Result<()> {
     for gw in [gw_a, gw_b] {
         let names = function_names(gw).await?;
         for refused in ["esc1", "esc2", "big1", "big2", "evil", "badtype"] {
-            assert!(!names.iter().any(|n| n == refused), "{refused} stored at {gw}");
+            assert!(
+                !names.iter().any(|n| n == refused),
+                "{refused} stored at {gw}"
+            );
         }
     }
     let f = get_json(&format!("http://{gw_a}/api/functions/browser")).await?;
@@ -538,7 +611,11 @@ async fn wasi_suite_through_orb(net: &Net) -> Result<()> {
         .into_iter()
         .filter(|c| c.spec.root.is_some())
         .collect();
-    assert!(cases.len() >= 40, "only {} preopen tests found", cases.len());
+    assert!(
+        cases.len() >= 40,
+        "only {} preopen tests found",
+        cases.len()
+    );
     let api = [net.api1, net.api2];
     let names: Vec<String> = cases
         .iter()
@@ -546,7 +623,13 @@ async fn wasi_suite_through_orb(net: &Net) -> Result<()> {
             let n: String = format!("w-{}-{}", c.suite, c.name)
                 .to_ascii_lowercase()
                 .chars()
-                .map(|ch| if ch.is_ascii_alphanumeric() || ch == '-' { ch } else { '-' })
+                .map(|ch| {
+                    if ch.is_ascii_alphanumeric() || ch == '-' {
+                        ch
+                    } else {
+                        '-'
+                    }
+                })
                 .collect();
             n.chars().take(64).collect()
         })
@@ -621,7 +704,10 @@ async fn wasi_suite_through_orb(net: &Net) -> Result<()> {
     for f in &failed {
         println!("  failed: {f}");
     }
-    assert!(deploy_errors.is_empty(), "deploys failed: {deploy_errors:#?}");
+    assert!(
+        deploy_errors.is_empty(),
+        "deploys failed: {deploy_errors:#?}"
+    );
     assert!(
         passed * 10 >= total * 9,
         "{passed} of {total} pass through Orb: {failed:#?}"

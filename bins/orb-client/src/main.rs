@@ -11,8 +11,8 @@ mod invoke;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use orb_node::cli::{
-    BundleFlags, ClientFile, Limits, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
-    shutdown_signal,
+    BundleFlags, ClientFile, Limits, default_data_dir, init_logging, load_config, parse_peer,
+    parse_peers, shutdown_signal,
 };
 use orb_node::config::{DEFAULT_CLIENT_API, DEFAULT_CLIENT_QUIC};
 use orb_node::{ClientConfig, ClientNode};

@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use orb_node::cli::{
-    BundleFlags, Limits, SuperFile, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
-    shutdown_signal,
+    BundleFlags, Limits, SuperFile, default_data_dir, init_logging, load_config, parse_peer,
+    parse_peers, shutdown_signal,
 };
 use orb_node::config::{DEFAULT_SUPER_HTTP, DEFAULT_SUPER_QUIC};
 use orb_node::{SuperConfig, SuperNode};

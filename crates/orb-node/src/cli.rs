@@ -233,7 +233,9 @@ impl BundleFlags {
                 .unwrap_or(self.max_bundle_entries),
         };
         if limits.max_bytes < 64 || limits.max_entries == 0 {
-            return Err("--max-bundle-bytes must be at least 64 and --max-bundle-entries at least 1".into());
+            return Err(
+                "--max-bundle-bytes must be at least 64 and --max-bundle-entries at least 1".into(),
+            );
         }
         Ok(limits)
     }

@@ -194,7 +194,11 @@ fn request() -> impl Strategy<Value = Request> {
                 }
             }
         ),
-        (text(), hash(), proptest::option::of((hash(), any::<u64>(), any::<u32>())))
+        (
+            text(),
+            hash(),
+            proptest::option::of((hash(), any::<u64>(), any::<u32>()))
+        )
             .prop_map(|(name, hash, files)| Request::Place {
                 name,
                 hash,

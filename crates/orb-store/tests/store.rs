@@ -391,7 +391,9 @@ fn a_deploy_with_files_commits_the_bundle_with_the_module() {
             .put_deploy_with_bundle(&f, &module, Some((&bundle_hash, &bundle)))
             .unwrap();
         // A bundle fetched for a placement, without a record.
-        store.put_bundle(&ContentHash::of(b"other"), b"other").unwrap();
+        store
+            .put_bundle(&ContentHash::of(b"other"), b"other")
+            .unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.bundle(&bundle_hash).unwrap(), Some(bundle));

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Json, Response as HttpResponse};
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use orb_proto::wire::{Request, Response};
 use serde::Serialize;

@@ -7,20 +7,16 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::Bytes;
 use orb_proto::ContentHash;
-use orb_proto::wire::{BundleRef, ErrorKind, Request, Response, WireError};
+use orb_proto::wire::{BundleRef, ErrorKind, WireError};
 use orb_runtime::files::FileTree;
 use orb_transport::Connection;
 
 use super::{Shared, home_links};
-use crate::common::files::check_bundle;
-use crate::common::util::{blocking, lock, unexpected};
-
-/// How long fetching a bundle may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::common::files;
+use crate::common::util::{blocking, lock};
 
 /// Decoded trees by bundle hash, least recently used first.
 pub(super) struct TreeCache {
@@ -62,12 +58,7 @@ pub(super) async fn ensure_stored(
     from: &Connection,
     b: BundleRef,
 ) -> Result<(), WireError> {
-    let store = shared.store.clone();
-    let have = blocking(move || store.has_bundle(&b.hash))
-        .await
-        .map_err(|e| e.to_wire())?
-        .unwrap_or(false);
-    if !have {
+    if !files::stored(&shared.store, b.hash).await? {
         fetch(shared, from, b).await?;
     }
     Ok(())
@@ -75,41 +66,7 @@ pub(super) async fn ensure_stored(
 
 /// Fetch bundle `b` from `from`, check it and store it; its bytes.
 async fn fetch(shared: &Arc<Shared>, from: &Connection, b: BundleRef) -> Result<Bytes, WireError> {
-    let limits = shared.config.bundle_limits;
-    if b.size > limits.max_bytes {
-        return Err(WireError::new(
-            ErrorKind::TooLarge,
-            format!(
-                "file bundle of {} bytes is over this node's {}-byte limit",
-                b.size, limits.max_bytes
-            ),
-        ));
-    }
-    let max = usize::try_from(b.size).unwrap_or(usize::MAX);
-    let answer = tokio::time::timeout(
-        FETCH_TIMEOUT,
-        from.request(&Request::FetchBundle { hash: b.hash }, &[], max),
-    )
-    .await
-    .map_err(|_| WireError::new(ErrorKind::Unavailable, "file bundle fetch timed out"))?
-    .map_err(|e| WireError::new(ErrorKind::Unavailable, format!("fetching file bundle: {e}")))?;
-    let bytes = match answer {
-        (Response::Bundle { .. }, bytes) => bytes,
-        (Response::Error(e), _) => return Err(e),
-        (other, _) => return Err(unexpected(ErrorKind::Internal, &other)),
-    };
-    let store = shared.store.clone();
-    let kept = bytes.clone();
-    blocking(move || {
-        // Never trust the sender: the hash is the bundle's identity.
-        check_bundle(&b, &bytes, &limits)?;
-        store
-            .put_bundle(&b.hash, &bytes)
-            .map_err(|e| WireError::new(ErrorKind::Internal, e.to_string()))
-    })
-    .await
-    .map_err(|e| e.to_wire())??;
-    Ok(kept)
+    files::fetch_and_store(&shared.store, from, b, shared.config.bundle_limits).await
 }
 
 /// The decoded tree of bundle `b` for a call: from the cache, else from

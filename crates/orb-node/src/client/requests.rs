@@ -154,10 +154,12 @@ pub(super) async fn handle_request(
             hosting::unplace(&shared, &name, hash).await;
             (Response::Placed, Bytes::new())
         }
-        Request::Place { name, hash, files } => match hosting::place(&shared, &conn, name, hash, files).await {
-            Ok(()) => (Response::Placed, Bytes::new()),
-            Err(e) => (Response::Error(e), Bytes::new()),
-        },
+        Request::Place { name, hash, files } => {
+            match hosting::place(&shared, &conn, name, hash, files).await {
+                Ok(()) => (Response::Placed, Bytes::new()),
+                Err(e) => (Response::Error(e), Bytes::new()),
+            }
+        }
         Request::FetchModule { hash } => {
             let store = shared.store.clone();
             match blocking(move || store.module(&hash)).await {

@@ -47,7 +47,11 @@ pub(super) async fn read(
     // room for the part headers.
     let cap = orb_proto::limits::MAX_MODULE
         .saturating_add(max_bundle)
-        .saturating_add(usize::try_from(limits.max_entries).unwrap_or(usize::MAX).saturating_mul(1024))
+        .saturating_add(
+            usize::try_from(limits.max_entries)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(1024),
+        )
         .saturating_add(64 * 1024);
     let body = http_util::read_body(&parts.headers, body, cap).await?;
     let form = parse_multipart(&content_type, &body, limits.max_entries as usize + 2)
@@ -74,7 +78,7 @@ pub(super) async fn read(
     let module = module.ok_or_else(|| bad("the upload has no module part".into()))?;
     if bundle.is_some() && !files.is_empty() {
         return Err(bad(
-            "send either one bundle part or file parts, not both".into(),
+            "send either one bundle part or file parts, not both".into()
         ));
     }
     if bundle.is_none() && !files.is_empty() {
@@ -265,13 +269,26 @@ mod tests {
         for (ct, body) in [
             ("multipart/form-data", &b"--XyZ--"[..]),
             (CT, b"no delimiter"),
-            (CT, b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nnever closed"),
+            (
+                CT,
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nnever closed",
+            ),
             (CT, b"--XyZ\r\nX: y\r\n\r\nd\r\n--XyZ--"),
-            (CT, b"--XyZ\r\nContent-Disposition: attachment\r\n\r\nd\r\n--XyZ--"),
-            (CT, b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nd\r\n--XyZ--"),
+            (
+                CT,
+                b"--XyZ\r\nContent-Disposition: attachment\r\n\r\nd\r\n--XyZ--",
+            ),
+            (
+                CT,
+                b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nd\r\n--XyZ--",
+            ),
             (CT, b"--XyZjunk"),
         ] {
-            assert!(parse_multipart(ct, body, 10).is_err(), "{:?}", String::from_utf8_lossy(body));
+            assert!(
+                parse_multipart(ct, body, 10).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
         }
         let two = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--XyZ\r\nContent-Disposition: form-data; name=\"b\"\r\n\r\n2\r\n--XyZ--";
         assert_eq!(parse_multipart(CT, two, 2).map(|p| p.len()), Ok(2));

@@ -216,7 +216,11 @@ mod tests {
 
     #[test]
     fn content_types() {
-        for ok in ["text/html", "text/html; charset=utf-8", "application/vnd.api+json"] {
+        for ok in [
+            "text/html",
+            "text/html; charset=utf-8",
+            "application/vnd.api+json",
+        ] {
             assert!(valid_content_type(ok), "{ok}");
         }
         for bad in ["", "html", "text/", "/x", "text/html\n", "a b/c"] {

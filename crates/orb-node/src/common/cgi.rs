@@ -42,7 +42,9 @@ pub(crate) enum CgiError {
         name: String,
     },
     /// A `Status:` that is not three digits from 200 to 599.
-    #[error("invalid CGI Status {value:?}: it must be a code from 200 to 599 and an optional reason")]
+    #[error(
+        "invalid CGI Status {value:?}: it must be a code from 200 to 599 and an optional reason"
+    )]
     BadStatus {
         /// The value as written.
         value: String,
@@ -255,7 +257,18 @@ mod tests {
 
     #[test]
     fn bad_statuses_are_named() {
-        for s in ["999", "abc", "20", "2000", "099", "100 Continue", "101", "600", "", "20x"] {
+        for s in [
+            "999",
+            "abc",
+            "20",
+            "2000",
+            "099",
+            "100 Continue",
+            "101",
+            "600",
+            "",
+            "20x",
+        ] {
             let out = format!("Status: {s}\nContent-Type: text/plain\n\n");
             match parse(out.as_bytes()) {
                 Err(CgiError::BadStatus { value }) => assert_eq!(value, s),
@@ -285,10 +298,7 @@ mod tests {
             parse(b"Content-Type: text/plain\nBad Name: x\n\n"),
             Err(CgiError::BadLine { line: 2, .. })
         ));
-        assert!(matches!(
-            parse(b": x\n\n"),
-            Err(CgiError::BadLine { .. })
-        ));
+        assert!(matches!(parse(b": x\n\n"), Err(CgiError::BadLine { .. })));
         assert_eq!(parse(b"X-Only: 1\n\nbody"), Err(CgiError::NoCgiField));
         assert_eq!(parse(b"\nbody"), Err(CgiError::NoCgiField));
         assert!(matches!(
@@ -315,7 +325,10 @@ mod tests {
         }
         exact.push('\n');
         assert_eq!(ok(exact.as_bytes()).head.headers.len(), MAX_HEADERS);
-        let long = format!("Content-Type: text/plain\nX-Big: {}\n\n", "a".repeat(MAX_HEAD_BYTES));
+        let long = format!(
+            "Content-Type: text/plain\nX-Big: {}\n\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
         assert_eq!(parse(long.as_bytes()), Err(CgiError::TooLarge));
         // A header block that never ends, followed by megabytes of body,
         // is refused after the first 16 KiB.
@@ -330,10 +343,22 @@ mod tests {
 
     #[test]
     fn allowed_headers() {
-        for h in ["Connection", "proxy-authorization", "X-ORB-FUEL", "te", "Status"] {
+        for h in [
+            "Connection",
+            "proxy-authorization",
+            "X-ORB-FUEL",
+            "te",
+            "Status",
+        ] {
             assert!(!allowed_header(h), "{h}");
         }
-        for h in ["content-type", "location", "cache-control", "x-powered-by", "allow"] {
+        for h in [
+            "content-type",
+            "location",
+            "cache-control",
+            "x-powered-by",
+            "allow",
+        ] {
             assert!(allowed_header(h), "{h}");
         }
     }

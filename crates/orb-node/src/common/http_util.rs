@@ -134,10 +134,7 @@ fn host_and_port(headers: &HeaderMap) -> (String, u16) {
         _ => None,
     };
     match split {
-        Some(i) => (
-            host[..i].to_string(),
-            host[i + 1..].parse().unwrap_or(0),
-        ),
+        Some(i) => (host[..i].to_string(), host[i + 1..].parse().unwrap_or(0)),
         None => (host.to_string(), 80),
     }
 }

@@ -134,9 +134,9 @@ pub(super) async fn deploy(
         let bundle = files.as_ref().zip(bundle.as_deref());
         store.put_deploy_with_bundle(&rec, &module, bundle)
     })
-        .await
-        .map_err(|e| e.to_wire())?
-        .map_err(|e| NodeError::from(e).to_wire())?;
+    .await
+    .map_err(|e| e.to_wire())?
+    .map_err(|e| NodeError::from(e).to_wire())?;
     write_lock(&shared.functions).insert(name.clone(), record.clone());
     shared.stats.deploys.inc();
     info!(function = %name, hash = %hash.short(), owner = %owner.short(), "function deployed");
@@ -151,10 +151,7 @@ pub(super) async fn deploy(
 
 /// A deploy's body: the module, then the bundle's declared size of bytes
 /// when it has files.
-fn split_body(
-    body: Bytes,
-    files: Option<&BundleRef>,
-) -> Result<(Bytes, Option<Bytes>), WireError> {
+fn split_body(body: Bytes, files: Option<&BundleRef>) -> Result<(Bytes, Option<Bytes>), WireError> {
     let Some(b) = files else {
         return Ok((body, None));
     };
