@@ -1,8 +1,9 @@
 //! What both roles share: small helpers, the guarded HTTP server, HTTP
-//! plumbing of calls, metrics, and the dashboard page.
+//! plumbing of calls, function logs, metrics, and the dashboard page.
 
 pub mod http_server;
 pub(crate) mod http_util;
+pub mod logs;
 pub mod metrics;
 pub(crate) mod util;
 
