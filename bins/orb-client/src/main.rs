@@ -1,28 +1,35 @@
 //! `orb-client`: the desktop daemon and the commands that talk to it.
+//!
+//! One module per group of commands: `daemon`, `deploy` (deploy and
+//! invoke), `manage` (remove, rollback, versions, logs), `info` (status,
+//! functions, nodes, peers, resolve, ping); `api` is the HTTP client of the
+//! daemon's local API (with the daemon's token), `output` the printing.
 
-use std::io::{Read, Write};
+mod api;
+mod daemon;
+mod deploy;
+mod info;
+mod manage;
+mod output;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use clap::parser::ValueSource;
+use anyhow::Context;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use orb_node::cli::{
-    ClientFile, Limits, default_data_dir, init_logging, load_config, parse_peer, parse_peers,
-    shutdown_signal,
-};
-use orb_node::config::{DEFAULT_CLIENT_API, DEFAULT_CLIENT_QUIC};
-use orb_node::{ClientConfig, ClientNode};
-use orb_proto::PeerAddr;
-use serde_json::Value;
+use orb_node::cli::default_data_dir;
+use orb_node::config::DEFAULT_CLIENT_API;
 
 /// Orb client: run the daemon that lends this machine's spare capacity to
-/// the network, and deploy and call functions through it.
+/// the network, and deploy, call, roll back, remove and watch functions
+/// through it. Its dashboard is at http://127.0.0.1:7790/.
 #[derive(Parser)]
 #[command(name = "orb-client", version, about, long_about = None)]
 struct Cli {
-    /// Address of the daemon's local API.
+    /// Address of the daemon's local API. Commands send the daemon's
+    /// token, found through $ORB_API_TOKEN, the data directory in
+    /// $ORB_CLIENT_DATA_DIR, or the one the daemon on this port recorded.
     #[arg(long, global = true, env = "ORB_API", default_value = DEFAULT_CLIENT_API)]
     api: SocketAddr,
     #[command(subcommand)]
@@ -32,63 +39,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon until Ctrl-C or SIGTERM.
-    Daemon(DaemonArgs),
-    /// Deploy a WebAssembly module (a WASI command) under a name.
-    Deploy {
-        /// The module: a .wasm file built for wasm32-wasip1.
-        file: PathBuf,
-        /// Function name: 1 to 64 of a-z, 0-9, '-', '_', '.'.
-        #[arg(long)]
-        name: String,
-        /// Replicas to keep.
-        #[arg(long, default_value_t = 2)]
-        replicas: u32,
-        /// Host the first replica on this machine (the daemon must have
-        /// capacity); the others go wherever placement puts them.
-        #[arg(long)]
-        here: bool,
-        /// Replicas allowed under load [default: --replicas].
-        #[arg(long)]
-        max_replicas: Option<u32>,
-        /// A fixed argument passed to the function. Repeatable.
-        #[arg(long = "arg")]
-        args: Vec<String>,
-        /// A fixed environment variable KEY=VALUE. Repeatable.
-        #[arg(long = "env")]
-        envs: Vec<String>,
-        /// Fuel (metering points, the CPU budget) per call [default: the
-        /// node's, 2e10]. Nodes clamp it to their maximum (1e11 by default).
-        #[arg(long)]
-        fuel: Option<u64>,
-        /// Linear memory per call, in MiB [default: the node's, 256].
-        /// Nodes clamp it to their maximum (1024 by default).
-        #[arg(long)]
-        memory_mb: Option<u64>,
-        /// Wall-clock limit per call, in milliseconds [default: the
-        /// node's, 10000]. Nodes clamp it to their maximum (60000 by default).
-        #[arg(long)]
-        timeout_ms: Option<u64>,
-        /// Most bytes a call may write to stdout [default: the node's,
-        /// 8 MiB]. Nodes clamp it to their maximum (8 MiB by default).
-        #[arg(long)]
-        max_output_bytes: Option<u64>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Daemon(daemon::DaemonArgs),
+    /// Deploy a WebAssembly module (a WASI command) under a name; a name
+    /// deployed again gets a new version.
+    Deploy(deploy::DeployArgs),
     /// Call a function; its output goes to stdout. Exits non-zero on failure.
-    Invoke {
-        /// Function name.
-        name: String,
-        /// Input file, or - for stdin [default: no input].
-        #[arg(long)]
-        input: Option<String>,
-        /// Print JSON instead of the raw output: {"ok", "status", "node",
-        /// "path", "request_id", "fuel", "output"} (output as UTF-8 text,
-        /// lossy; path is direct-lan, direct, relayed or super).
-        #[arg(long)]
-        json: bool,
-    },
+    Invoke(deploy::InvokeArgs),
+    /// Remove a function you own: its replicas stop under every super and
+    /// every gateway answers 404. The name stays yours to deploy again.
+    Remove(manage::RemoveArgs),
+    /// Make an earlier version of a function you own current again (as a
+    /// new version), on every gateway.
+    Rollback(manage::RollbackArgs),
+    /// List the versions kept of a function you own (the last 10).
+    Versions(manage::VersionsArgs),
+    /// Show what a function you own wrote to stderr, and one line per call
+    /// (time, node, request, status, duration, fuel), from every replica.
+    Logs(manage::LogsArgs),
     /// Show the daemon's state: identity, home supers, hosted replicas.
     Status {
         /// Print JSON.
@@ -123,8 +90,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Resolve a function name through the DHT: owner, module hash, the
-    /// nodes holding a replica and their home supers.
+    /// Resolve a function name through the DHT: owner, module hash,
+    /// version, the nodes holding a replica and their home supers.
     Resolve {
         /// Function name.
         name: String,
@@ -141,42 +108,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(clap::Args)]
-// The limit flags are the super's, but `--max-http-connections` bounds the
-// local API here.
-#[command(mut_arg("max_http_connections", |a| a.help(
-    "Local API connections open at once; one more gets `503 Retry-After: 1` \
-     and is closed. Bounds file descriptors and memory under a flood"
-)))]
-struct DaemonArgs {
-    /// TOML file with the daemon's settings (keys as the flags: data-dir,
-    /// super = [..], listen, api, capacity, max-http-connections and the
-    /// other limits). Flags win.
-    #[arg(long, env = "ORB_CLIENT_CONFIG")]
-    config: Option<PathBuf>,
-    /// Data directory holding the node's store (identity, known supers,
-    /// hosted replicas) [default: $XDG_DATA_HOME/orb/client, else ~/.local/share/orb/client].
-    #[arg(long, env = "ORB_CLIENT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// A home super node as ORBID@HOST:PORT. Repeatable; remembered in the
-    /// store, so later starts need none.
-    #[arg(long = "super", value_parser = parse_peer)]
-    supers: Vec<PeerAddr>,
-    /// UDP address for QUIC.
-    #[arg(long, default_value = DEFAULT_CLIENT_QUIC)]
-    listen: SocketAddr,
-    /// Calls this machine runs at once at most (0: host nothing).
-    #[arg(long, default_value_t = 4)]
-    capacity: usize,
-    /// `auto`: when this machine turns out to be publicly reachable with no
-    /// NAT, also run the super role (DHT server, relay, gateway) so others
-    /// can bootstrap from it. `off`: never.
-    #[arg(long, value_parser = ["auto", "off"], default_value = "off")]
-    promote: String,
-    #[command(flatten)]
-    limits: Limits,
 }
 
 fn main() -> ExitCode {
@@ -199,450 +130,32 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
-    let api = format!("http://{}", cli.api);
+    let api_addr = cli.api;
+    let api = || api::Api::new(api_addr);
     match cli.command {
         Command::Daemon(args) => {
             let sub = matches
                 .subcommand_matches("daemon")
                 .cloned()
                 .unwrap_or_default();
-            daemon(args, cli.api, given(matches, "api"), &sub).await
+            daemon::daemon(args, api_addr, daemon::given(matches, "api"), &sub).await
         }
         Command::Id { data_dir, json } => {
             let dir = data_dir.unwrap_or_else(|| default_data_dir("client"));
             orb_node::cli::print_id(&dir, json)
                 .with_context(|| format!("reading the identity in {}", dir.display()))
         }
-        Command::Resolve { name, json } => {
-            let resp = client()?
-                .get(format!("{api}/api/resolve/{name}"))
-                .send()
-                .await
-                .map_err(unreachable)?;
-            let v: Value = json_or_error(resp).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!("name      {}", v["name"].as_str().unwrap_or(""));
-            println!("owner     {}", v["owner"].as_str().unwrap_or(""));
-            println!("hash      {}", v["hash"].as_str().unwrap_or(""));
-            let providers = v["providers"].as_array().cloned().unwrap_or_default();
-            if providers.is_empty() {
-                println!("providers (none published yet)");
-            }
-            for p in providers {
-                let supers: Vec<&str> = p["home_supers"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                println!(
-                    "provider  {} via {}",
-                    p["node"].as_str().unwrap_or(""),
-                    if supers.is_empty() {
-                        "-".to_string()
-                    } else {
-                        supers.join(", ")
-                    }
-                );
-            }
-            Ok(())
-        }
-        Command::Deploy {
-            file,
-            name,
-            replicas,
-            here,
-            max_replicas,
-            args,
-            envs,
-            fuel,
-            memory_mb,
-            timeout_ms,
-            max_output_bytes,
-            json,
-        } => {
-            let module =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            if !module.starts_with(b"\0asm") {
-                bail!(
-                    "{} is not a WebAssembly module (it does not start with \\0asm)",
-                    file.display()
-                );
-            }
-            let mut query: Vec<(&str, String)> =
-                vec![("name", name), ("replicas", replicas.to_string())];
-            if let Some(m) = max_replicas {
-                query.push(("max_replicas", m.to_string()));
-            }
-            if here {
-                query.push(("here", "1".to_string()));
-            }
-            query.extend(args.into_iter().map(|a| ("arg", a)));
-            query.extend(envs.into_iter().map(|e| ("env", e)));
-            if let Some(mb) = memory_mb {
-                let bytes = mb
-                    .checked_mul(1024 * 1024)
-                    .with_context(|| format!("--memory-mb {mb} is too large"))?;
-                query.push(("memory_bytes", bytes.to_string()));
-            }
-            for (key, value) in [
-                ("fuel", fuel),
-                ("timeout_ms", timeout_ms),
-                ("max_output", max_output_bytes),
-            ] {
-                if let Some(v) = value {
-                    query.push((key, v.to_string()));
-                }
-            }
-            let (body, bar) = upload_body(module);
-            let resp = client()?
-                .post(format!("{api}/api/deploy"))
-                .query(&query)
-                .body(body)
-                .send()
-                .await
-                .map_err(unreachable)?;
-            if let Some(bar) = bar {
-                bar.finish_and_clear();
-            }
-            let v: Value = json_or_error(resp).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                let placed = v["placed_on"].as_array().map(|a| a.len()).unwrap_or(0);
-                println!(
-                    "deployed {} hash={} replicas={}",
-                    v["name"].as_str().unwrap_or(""),
-                    v["hash"].as_str().unwrap_or(""),
-                    placed
-                );
-                if placed == 0 {
-                    eprintln!(
-                        "warning: no node with spare capacity is connected yet; the function will be placed when one joins"
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Invoke { name, input, json } => {
-            let body = match input.as_deref() {
-                None => Vec::new(),
-                Some("-") => {
-                    let mut b = Vec::new();
-                    std::io::stdin()
-                        .read_to_end(&mut b)
-                        .context("reading stdin")?;
-                    b
-                }
-                Some(path) => std::fs::read(path).with_context(|| format!("reading {path}"))?,
-            };
-            let resp = client()?
-                .post(format!("{api}/api/invoke/{name}"))
-                .body(body)
-                .send()
-                .await
-                .map_err(unreachable)?;
-            let status = resp.status();
-            let node = resp
-                .headers()
-                .get("x-orb-node")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let header = |h: &str| {
-                resp.headers()
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let (request_id, fuel) = (header("x-orb-request-id"), header("x-orb-fuel"));
-            let path = header("x-orb-path");
-            let bytes = resp.bytes().await.context("reading the answer")?;
-            if json {
-                let v = serde_json::json!({
-                    "ok": status.is_success(),
-                    "status": status.as_u16(),
-                    "node": node,
-                    "path": path,
-                    "request_id": request_id,
-                    "fuel": fuel.and_then(|f| f.parse::<u64>().ok()),
-                    "output": String::from_utf8_lossy(&bytes),
-                });
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                if !status.is_success() {
-                    std::process::exit(1);
-                }
-                return Ok(());
-            }
-            if !status.is_success() {
-                bail!(
-                    "{} ({})",
-                    String::from_utf8_lossy(&bytes).trim_end(),
-                    status
-                );
-            }
-            std::io::stdout().write_all(&bytes)?;
-            std::io::stdout().flush()?;
-            if let Some(node) = node {
-                tracing::debug!(node, "served by");
-            }
-            Ok(())
-        }
-        Command::Status { json } => {
-            let v = get_json(&format!("{api}/api/status")).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!("id        {}", s(&v["id"]));
-            println!("role      {}", s(&v["role"]));
-            println!("quic      {}", s(&v["quic"]));
-            println!("capacity  {} ({} in flight)", v["capacity"], v["in_flight"]);
-            println!("supers:");
-            for sup in v["supers"].as_array().into_iter().flatten() {
-                let state = if sup["connected"].as_bool().unwrap_or(false) {
-                    "connected"
-                } else {
-                    "disconnected"
-                };
-                println!("  {}@{}  {state}", s(&sup["id"]), s(&sup["addr"]));
-            }
-            println!("hosted replicas:");
-            for h in v["hosted"].as_array().into_iter().flatten() {
-                println!(
-                    "  {:<24} {}",
-                    s(&h["name"]),
-                    &s(&h["hash"])[..12.min(s(&h["hash"]).len())]
-                );
-            }
-            Ok(())
-        }
-        Command::Functions { json } => {
-            let v = get_json(&format!("{api}/api/functions")).await?;
-            table(
-                &v,
-                json,
-                &[("NAME", 24), ("HASH", 14), ("SIZE", -9), ("REPLICAS", 0)],
-                |f| {
-                    let hash = s(&f["hash"]);
-                    vec![
-                        s(&f["name"]),
-                        hash[..12.min(hash.len())].to_string(),
-                        f["size"].to_string(),
-                        f["replicas"].as_array().map_or(0, |a| a.len()).to_string(),
-                    ]
-                },
-            )
-        }
-        Command::Ping { id, json } => {
-            let resp = client()?
-                .post(format!("{api}/api/ping/{id}"))
-                .send()
-                .await
-                .map_err(unreachable)?;
-            let v: Value = json_or_error(resp).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "path={} rtt_ms={:.2} first_byte_ms={:.1} peer={}",
-                    s(&v["path"]),
-                    v["rtt_ms"].as_f64().unwrap_or(0.0),
-                    v["first_byte_ms"].as_f64().unwrap_or(0.0),
-                    s(&v["peer"])
-                );
-            }
-            Ok(())
-        }
-        Command::Peers { json } => {
-            let v = get_json(&format!("{api}/api/peers")).await?;
-            table(
-                &v,
-                json,
-                &[("ID", 54), ("PATH", 11), ("ADDRESS", 22), ("RTT_MS", 0)],
-                |n| {
-                    vec![
-                        s(&n["id"]),
-                        s(&n["path"]),
-                        s(&n["addr"]),
-                        format!("{:.2}", n["rtt_ms"].as_f64().unwrap_or(0.0)),
-                    ]
-                },
-            )
-        }
-        Command::Nodes { json } => {
-            let v = get_json(&format!("{api}/api/nodes")).await?;
-            table(
-                &v,
-                json,
-                &[("ID", 54), ("ROLE", 8), ("ADDRESS", 22), ("CONNECTED", 0)],
-                |n| {
-                    vec![
-                        s(&n["id"]),
-                        s(&n["role"]),
-                        s(&n["addr"]),
-                        n["connected"].to_string(),
-                    ]
-                },
-            )
-        }
+        Command::Deploy(a) => deploy::deploy(&api()?, a).await,
+        Command::Invoke(a) => deploy::invoke(&api()?, a).await,
+        Command::Remove(a) => manage::remove(&api()?, a).await,
+        Command::Rollback(a) => manage::rollback(&api()?, a).await,
+        Command::Versions(a) => manage::versions(&api()?, a).await,
+        Command::Logs(a) => manage::logs(&api()?, a).await,
+        Command::Status { json } => info::status(&api()?, json).await,
+        Command::Functions { json } => info::functions(&api()?, json).await,
+        Command::Ping { id, json } => info::ping(&api()?, &id, json).await,
+        Command::Peers { json } => info::peers(&api()?, json).await,
+        Command::Nodes { json } => info::nodes(&api()?, json).await,
+        Command::Resolve { name, json } => info::resolve(&api()?, &name, json).await,
     }
-}
-
-/// Whether `id` was set on the command line or through its environment
-/// variable (those win over the config file).
-fn given(m: &ArgMatches, id: &str) -> bool {
-    matches!(
-        m.value_source(id),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
-}
-
-async fn daemon(
-    args: DaemonArgs,
-    api: SocketAddr,
-    api_given: bool,
-    m: &ArgMatches,
-) -> anyhow::Result<()> {
-    init_logging("info");
-    let file: ClientFile = match &args.config {
-        Some(path) => load_config(path).map_err(anyhow::Error::msg)?,
-        None => ClientFile::default(),
-    };
-    let data_dir = args
-        .data_dir
-        .or(file.data_dir.clone())
-        .unwrap_or_else(|| default_data_dir("client"));
-    let mut config = ClientConfig::new(data_dir.clone());
-    config.supers = if args.supers.is_empty() {
-        parse_peers(&file.supers).map_err(anyhow::Error::msg)?
-    } else {
-        args.supers
-    };
-    config.listen = file
-        .listen
-        .filter(|_| !given(m, "listen"))
-        .unwrap_or(args.listen);
-    config.api = file.api.filter(|_| !api_given).unwrap_or(api);
-    config.capacity = file
-        .capacity
-        .filter(|_| !given(m, "capacity"))
-        .unwrap_or(args.capacity);
-    config.promote = args.promote == "auto";
-    let limits = args.limits.merge(file.limits(), |id| given(m, id));
-    limits
-        .apply(&mut config.http_limits, &mut config.transport)
-        .map_err(anyhow::Error::msg)?;
-    let node = ClientNode::start(config).await.with_context(|| {
-        format!(
-            "starting the client daemon (data dir {})",
-            data_dir.display()
-        )
-    })?;
-    println!("orb-client ready id={} api={}", node.id, node.api_addr);
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    node.shutdown().await;
-    Ok(())
-}
-
-/// Print a JSON list as pretty JSON, or as a table: `columns` are the
-/// headers with their widths (negative: right-aligned; 0: the last,
-/// unpadded), `row` the cells of one element.
-fn table(
-    v: &Value,
-    json: bool,
-    columns: &[(&str, isize)],
-    row: impl Fn(&Value) -> Vec<String>,
-) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
-        return Ok(());
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for ((_, width), cell) in columns.iter().zip(cells) {
-            let w = width.unsigned_abs();
-            match width.signum() {
-                0 => out.push_str(&cell),
-                1 => out.push_str(&format!("{cell:<w$} ")),
-                _ => out.push_str(&format!("{cell:>w$} ")),
-            }
-        }
-        out.trim_end().to_string()
-    };
-    println!(
-        "{}",
-        line(columns.iter().map(|(h, _)| h.to_string()).collect())
-    );
-    for item in v.as_array().into_iter().flatten() {
-        println!("{}", line(row(item)));
-    }
-    Ok(())
-}
-
-fn s(v: &Value) -> String {
-    v.as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| v.to_string())
-}
-
-fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .context("building the HTTP client")
-}
-
-fn unreachable(e: reqwest::Error) -> anyhow::Error {
-    anyhow::anyhow!(
-        "cannot reach the orb-client daemon's API ({e}); is `orb-client daemon` running, and is --api right?"
-    )
-}
-
-async fn get_json(url: &str) -> anyhow::Result<Value> {
-    let resp = client()?.get(url).send().await.map_err(unreachable)?;
-    json_or_error(resp).await
-}
-
-async fn json_or_error(resp: reqwest::Response) -> anyhow::Result<Value> {
-    let status = resp.status();
-    let bytes = resp.bytes().await.context("reading the answer")?;
-    if !status.is_success() {
-        bail!(
-            "{} ({})",
-            String::from_utf8_lossy(&bytes).trim_end(),
-            status
-        );
-    }
-    serde_json::from_slice(&bytes).context("the daemon answered with invalid JSON")
-}
-
-/// The module as a request body. On a terminal, a progress bar follows the
-/// upload (and then spins while the network validates and places it);
-/// otherwise the bytes go in one piece and nothing is drawn.
-fn upload_body(module: Vec<u8>) -> (reqwest::Body, Option<indicatif::ProgressBar>) {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return (reqwest::Body::from(module), None);
-    }
-    let bar = indicatif::ProgressBar::new(module.len() as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message("uploading");
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        module.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
-    let b = bar.clone();
-    let stream = futures_util::stream::iter(chunks.into_iter().inspect(move |c| {
-        if let Ok(chunk) = c {
-            b.inc(chunk.len() as u64);
-            if b.position() >= b.length().unwrap_or(0) {
-                b.set_message("validating and placing");
-            }
-        }
-    }));
-    (reqwest::Body::wrap_stream(stream), Some(bar))
 }
