@@ -62,13 +62,24 @@ pub(crate) fn sign_name(kp: &Keypair, name: &str, state: &NameState) -> Result<R
     })
 }
 
-/// Sign this node's provider record for `hash`.
+/// How long a withdrawal (see [`sign_provider`]) stays in the DHT: long
+/// enough to replace the provider record everywhere despite clock skew.
+pub(crate) const WITHDRAWN_TTL_MS: u64 = 2 * 60 * 1000;
+
+/// Sign this node's provider record for `hash`. With no home supers it is
+/// a withdrawal: the node no longer holds the module, and the record
+/// replaces the one before and expires soon; [`providers`] skips it.
 pub(crate) fn sign_provider(
     kp: &Keypair,
     hash: ContentHash,
     home_supers: Vec<PeerAddr>,
 ) -> Result<Record, WireError> {
     let now = now_ms();
+    let ttl = if home_supers.is_empty() {
+        WITHDRAWN_TTL_MS
+    } else {
+        PROVIDER_TTL_MS
+    };
     let kind = RecordKind::Provider(ProviderRecord {
         hash,
         providers: vec![ProviderEntry {
@@ -76,7 +87,7 @@ pub(crate) fn sign_provider(
             home_supers,
         }],
     });
-    Record::sign(kind, kp, now, now + PROVIDER_TTL_MS).map_err(|e| {
+    Record::sign(kind, kp, now, now + ttl).map_err(|e| {
         WireError::new(
             ErrorKind::Internal,
             format!("cannot sign provider record: {e}"),
@@ -177,7 +188,8 @@ pub(crate) async fn resolve(overlay: &Overlay, name: &str) -> Result<Resolution,
     })
 }
 
-/// Nodes that published a provider record for `hash`.
+/// Nodes that published a provider record for `hash` and did not
+/// withdraw it since (a withdrawal lists no home supers).
 pub(crate) async fn providers(
     overlay: &Overlay,
     hash: &ContentHash,
@@ -194,6 +206,7 @@ pub(crate) async fn providers(
     Ok(merged
         .providers
         .into_iter()
+        .filter(|p| !p.home_supers.is_empty())
         .map(|p| ProviderJson {
             node: p.node.to_string(),
             home_supers: p.home_supers.iter().map(|s| s.to_string()).collect(),

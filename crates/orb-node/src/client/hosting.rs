@@ -346,6 +346,9 @@ pub(super) async fn unplace(shared: &Arc<Shared>, name: &str, hash: ContentHash)
         _ => true,
     };
     let still_used = read_lock(&shared.hosted).values().any(|h| h.hash == hash);
+    if !still_used {
+        records::withdraw_provider(shared, hash).await;
+    }
     if current || still_used {
         info!(function = %name, hash = %hash.short(), "replica removed (scaled down)");
         return;

@@ -138,30 +138,6 @@ impl From<LogEntry> for EntryJson {
     }
 }
 
-/// `since_ms` of a logs query string.
-fn since(query: Option<&str>) -> Result<u64, WireError> {
-    let mut since = 0;
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "since_ms" => {
-                since = v.parse().map_err(|_| {
-                    WireError::new(
-                        ErrorKind::BadRequest,
-                        format!("since_ms must be Unix milliseconds, not {v:?}"),
-                    )
-                })?
-            }
-            other => {
-                return Err(WireError::new(
-                    ErrorKind::BadRequest,
-                    format!("unknown logs parameter {other:?}"),
-                ));
-            }
-        }
-    }
-    Ok(since)
-}
-
 /// `GET /api/logs/NAME[?since_ms=T]`: the function's logs from every
 /// replica, oldest first; the owner's only.
 pub(super) async fn api_logs(
@@ -170,7 +146,7 @@ pub(super) async fn api_logs(
     RawQuery(query): RawQuery,
 ) -> HttpResponse {
     let result = async {
-        let since_ms = since(query.as_deref())?;
+        let since_ms = manage::number_param(query.as_deref(), "since_ms")?.unwrap_or(0);
         let current = manage::check_owner(&shared, &name, "read the logs of").await?;
         if current.removed {
             return Err(WireError::new(
@@ -209,18 +185,5 @@ pub(super) async fn api_logs(
             Json(entries.into_iter().map(EntryJson::from).collect::<Vec<_>>()).into_response()
         }
         Err(e) => http_util::error_response(&e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_parameter() {
-        assert_eq!(since(None), Ok(0));
-        assert_eq!(since(Some("since_ms=12")), Ok(12));
-        assert!(since(Some("since_ms=-1")).is_err());
-        assert!(since(Some("follow=1")).is_err());
     }
 }

@@ -259,28 +259,25 @@ struct RolledBackJson {
     dht_error: Option<String>,
 }
 
-/// The `to` of a rollback query (`?to=N`).
-fn rollback_to(query: Option<&str>) -> Result<Option<u64>, WireError> {
-    let mut to = None;
+/// The one whole-number parameter `key` a query string may hold (`None`
+/// when absent); anything else in it is an error.
+pub(super) fn number_param(query: Option<&str>, key: &str) -> Result<Option<u64>, WireError> {
+    let mut value = None;
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "to" => {
-                to = Some(v.parse::<u64>().map_err(|_| {
-                    WireError::new(
-                        ErrorKind::BadRequest,
-                        format!("to must be a version number, not {v:?}"),
-                    )
-                })?)
-            }
-            other => {
-                return Err(WireError::new(
-                    ErrorKind::BadRequest,
-                    format!("unknown rollback parameter {other:?}"),
-                ));
-            }
+        if k != key {
+            return Err(WireError::new(
+                ErrorKind::BadRequest,
+                format!("unknown parameter {k:?} (only {key})"),
+            ));
         }
+        value = Some(v.parse::<u64>().map_err(|_| {
+            WireError::new(
+                ErrorKind::BadRequest,
+                format!("{key} must be a whole number, not {v:?}"),
+            )
+        })?);
     }
-    Ok(to)
+    Ok(value)
 }
 
 /// `POST /api/rollback/NAME[?to=N]`.
@@ -290,7 +287,7 @@ pub(super) async fn api_rollback(
     RawQuery(query): RawQuery,
 ) -> HttpResponse {
     let result = async {
-        let to = rollback_to(query.as_deref())?;
+        let to = number_param(query.as_deref(), "to")?;
         let current = check_owner(&shared, &name, "roll back").await?;
         if current.removed {
             return Err(WireError::new(
@@ -440,10 +437,11 @@ mod tests {
     }
 
     #[test]
-    fn rollback_query() {
-        assert_eq!(rollback_to(None), Ok(None));
-        assert_eq!(rollback_to(Some("to=3")), Ok(Some(3)));
-        assert!(rollback_to(Some("to=x")).is_err());
-        assert!(rollback_to(Some("version=3")).is_err());
+    fn number_params() {
+        assert_eq!(number_param(None, "to"), Ok(None));
+        assert_eq!(number_param(Some("to=3"), "to"), Ok(Some(3)));
+        assert!(number_param(Some("to=x"), "to").is_err());
+        assert!(number_param(Some("to=-1"), "to").is_err());
+        assert!(number_param(Some("version=3"), "to").is_err());
     }
 }

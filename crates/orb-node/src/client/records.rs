@@ -35,6 +35,21 @@ pub(super) async fn publish_provider(shared: &Arc<Shared>, hash: ContentHash) ->
     }
 }
 
+/// Tell the DHT that this node no longer holds `hash`: a provider record
+/// without home supers replaces the last one (see [`dht::sign_provider`]),
+/// so supers stop counting and forwarding to this replica at once instead
+/// of when the old record expires.
+pub(super) async fn withdraw_provider(shared: &Arc<Shared>, hash: ContentHash) {
+    match dht::sign_provider(&shared.keypair, hash, Vec::new()) {
+        Ok(record) => {
+            if let Err(e) = shared.overlay.put(record).await {
+                debug!(hash = %hash.short(), error = %e, "provider record not withdrawn");
+            }
+        }
+        Err(e) => warn!(error = %e.message, "cannot sign provider withdrawal"),
+    }
+}
+
 pub(super) const OWNED_NS: &str = "owned-names";
 
 /// Publish (again) the name record of a function this node owns: its

@@ -47,7 +47,7 @@ fn ranked_candidates(
 }
 
 /// Ask client `id` to fetch, verify and prepare `name`/`hash`.
-async fn place_on(
+pub(super) async fn place_on(
     shared: &Arc<Shared>,
     name: &str,
     hash: ContentHash,

@@ -160,7 +160,18 @@ pub(super) async fn rollback(
         },
         MAX_VERSIONS,
     );
-    // Replicas first: the gateway switches only once they are ready.
+    // Replicas first: the gateway switches only once they are ready. A
+    // client this super still counts as holding the old module may have
+    // replaced it under this name since (a client holds one module per
+    // name); placing it again is cheap (the module is kept) and makes sure.
+    let counted: Vec<(OrbId, orb_transport::Connection)> = lock(&shared.clients)
+        .iter()
+        .filter(|(_, c)| c.hosted.contains(&target.hash))
+        .map(|(id, c)| (*id, c.conn.clone()))
+        .collect();
+    for (id, conn) in counted {
+        placement::place_on(shared, name, target.hash, id, &conn).await;
+    }
     let holders = placement::place(shared, &next, None).await;
     next.placements = holders.clone();
     {
