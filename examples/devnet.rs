@@ -293,6 +293,7 @@ async fn deploy(
             "http://{}/api/deploy?name={name}&replicas={replicas}",
             client.api_addr
         ))
+        .bearer_auth(client.api_token()?)
         .body(wasm)
         .send()
         .await?;
