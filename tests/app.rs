@@ -143,8 +143,18 @@ async fn versions_rollback_logs_and_remove_across_two_supers() -> Result<()> {
     )?;
     let peer_b = format!("{}@{quic_b}", sup_b.field("id"));
     let (owner, other) = (free_tcp(), free_tcp());
-    let c1 = start_client(&tmp.path().join("owner"), owner, &[peer_a.clone()], 2)?;
-    let c2 = start_client(&tmp.path().join("other"), other, &[peer_b.clone()], 2)?;
+    let c1 = start_client(
+        &tmp.path().join("owner"),
+        owner,
+        std::slice::from_ref(&peer_a),
+        2,
+    )?;
+    let c2 = start_client(
+        &tmp.path().join("other"),
+        other,
+        std::slice::from_ref(&peer_b),
+        2,
+    )?;
     let (id1, id2) = (c1.field("id"), c2.field("id"));
     wait_for(
         "A and B know each other",

@@ -148,7 +148,7 @@ async fn dashboard_deploys_and_calls_a_function_in_chromium() -> Result<()> {
     )
     .await?;
     page.wait_text(
-        "String(!document.getElementById('app-deploy').hidden)",
+        "String(document.getElementById('app-deploy')?.hidden === false)",
         Duration::from_secs(30),
         |t| t == "true",
     )
@@ -192,7 +192,10 @@ async fn dashboard_deploys_and_calls_a_function_in_chromium() -> Result<()> {
     let status = page
         .eval("document.getElementById('invoke-status').textContent")
         .await?;
-    assert!(status.as_str().unwrap_or("").starts_with("200 OK"), "{status}");
+    assert!(
+        status.as_str().unwrap_or("").starts_with("200 OK"),
+        "{status}"
+    );
     // The function is in the network, not only on this page.
     let r = http()
         .post(format!("http://{}/fn/dash", net.gateway))

@@ -85,7 +85,8 @@ impl Browser {
         )
         .await?;
         let ws = crate::common::wait_for("a page target", Duration::from_secs(30), || async {
-            let list = crate::common::get_json(&format!("http://127.0.0.1:{port}/json/list")).await?;
+            let list =
+                crate::common::get_json(&format!("http://127.0.0.1:{port}/json/list")).await?;
             Ok(list
                 .as_array()
                 .into_iter()
@@ -176,7 +177,10 @@ impl Page {
             let mut payload = vec![0u8; len as usize];
             self.stream.read_exact(&mut payload).await?;
             if let Some(m) = mask {
-                payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= m[i % 4]);
+                payload
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b ^= m[i % 4]);
             }
             match op {
                 0x8 => bail!("DevTools closed the connection"),

@@ -101,16 +101,9 @@ pub async fn daemon(
             data_dir.display()
         )
     })?;
-    // Tell the CLI (which knows only --api) where the token is.
-    let port = node.api_addr.port();
-    if let Err(e) = orb_node::local_api::register(port, &data_dir) {
-        tracing::warn!(error = %e, file = %orb_node::local_api::registry_file(port).display(),
-            "cannot record where the API token is; the CLI then needs ORB_CLIENT_DATA_DIR");
-    }
     println!("orb-client ready id={} api={}", node.id, node.api_addr);
     shutdown_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await;
-    orb_node::local_api::unregister(port, &data_dir);
     Ok(())
 }

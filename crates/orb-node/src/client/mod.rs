@@ -90,6 +90,9 @@ impl ClientHandle {
             promoted.shutdown().await;
         }
         crate::common::util::stop_node(&self.shutdown, &mut self.tasks, &self.endpoint).await;
+        if let Some(dir) = self.token_path.parent() {
+            crate::local_api::unregister(self.api_addr.port(), dir);
+        }
     }
 }
 
@@ -177,6 +180,11 @@ impl ClientNode {
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         let d = config.data_dir.clone();
         let token = blocking(move || guard::load_or_create_token(&d)).await??;
+        // Tell the CLI (which knows only --api) where the token is.
+        if let Err(e) = crate::local_api::register(api_addr.port(), &config.data_dir) {
+            warn!(error = %e, file = %crate::local_api::registry_file(api_addr.port()).display(),
+                "cannot record where the API token is; the CLI then needs ORB_CLIENT_DATA_DIR");
+        }
         if !api_addr.ip().is_loopback() {
             warn!(api = %api_addr, "the local API listens beyond this machine: every request but the dashboard page needs the token in {}", guard::token_path(&config.data_dir).display());
         }

@@ -122,7 +122,7 @@ pub fn merge(answers: impl IntoIterator<Item = Vec<LogEntry>>) -> Vec<LogEntry> 
         .flatten()
         .filter(|e| seen.insert((e.node, e.seq)))
         .collect();
-    all.sort_by(|a, b| (a.time_ms, a.node, a.seq).cmp(&(b.time_ms, b.node, b.seq)));
+    all.sort_by_key(|a| (a.time_ms, a.node, a.seq));
     let over = all.len().saturating_sub(MAX_LOG_ANSWER);
     all.drain(..over);
     all

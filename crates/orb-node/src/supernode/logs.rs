@@ -69,7 +69,7 @@ pub(super) async fn logs(
         query: Box::new(query),
         fan_out: false,
     };
-    let mut targets: Vec<(OrbId, Connection)> = lock(&shared.clients)
+    let targets: Vec<(OrbId, Connection)> = lock(&shared.clients)
         .iter()
         .filter(|(_, c)| c.hosted.contains(&hash))
         .take(MAX_REPLICAS_ASKED)
@@ -92,7 +92,7 @@ pub(super) async fn logs(
         }
     }
     let mut set: JoinSet<Vec<LogEntry>> = JoinSet::new();
-    for (id, conn) in targets.drain(..) {
+    for (id, conn) in targets {
         let req = forward.clone();
         set.spawn(async move { ask(&conn, &req, id).await });
     }
