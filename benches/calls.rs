@@ -98,6 +98,7 @@ fn deploy(net: &Net, name: &str, replicas: u32) {
                 "http://{}/api/deploy?name={name}&replicas={replicas}",
                 net.clients[0].api_addr
             ))
+            .bearer_auth(net.clients[0].api_token().expect("API token"))
             .body(wasm)
             .send()
             .await

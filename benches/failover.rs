@@ -236,7 +236,14 @@ impl Net {
             "http://{}/api/deploy?name={name}&replicas={replicas}&here=1&timeout_ms={TIMEOUT_MS}",
             via.api_addr
         );
-        let r = self.http.post(url).body(wasm.clone()).send().await;
+        let token = via.api_token().expect("API token");
+        let r = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .body(wasm.clone())
+            .send()
+            .await;
         let r = r.expect("deploy");
         let ok = r.status().is_success();
         let text = r.text().await.expect("deploy answer");

@@ -310,7 +310,9 @@ async fn deploy_with(
     wasm: Vec<u8>,
     bundle: Option<Vec<u8>>,
 ) -> Result<usize> {
-    let mut req = http.post(format!("http://{}/api/deploy?{query}", client.api_addr));
+    let mut req = http
+        .post(format!("http://{}/api/deploy?{query}", client.api_addr))
+        .bearer_auth(client.api_token()?);
     req = match bundle {
         None => req.body(wasm),
         Some(bundle) => {

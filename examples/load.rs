@@ -369,11 +369,18 @@ async fn run(
     let api0 = format!("http://{}", procs[1].field("api"));
     // max_replicas = replicas: autoscaling must not change the replica set
     // while it is being measured.
+    let api_port = procs[1]
+        .field("api")
+        .parse::<std::net::SocketAddr>()
+        .context("the client's API address")?
+        .port();
+    let token = orb_node::local_api::find_token(api_port).map_err(anyhow::Error::msg)?;
     let r = http
         .post(format!(
             "{api0}/api/deploy?name=load&replicas={0}&max_replicas={0}",
             args.replicas
         ))
+        .bearer_auth(token)
         .body(wasm)
         .send()
         .await?;

@@ -150,22 +150,22 @@ async fn post(
     client: &reqwest::Client,
     url: &str,
     input: &str,
+    token: Option<&str>,
 ) -> std::result::Result<(), (String, String)> {
-    let r = client
-        .post(url)
-        .body(input.to_string())
-        .send()
-        .await
-        .map_err(|e| {
-            let kind = if e.is_timeout() {
-                "timeout"
-            } else if e.is_connect() {
-                "connect"
-            } else {
-                "transport"
-            };
-            (kind.to_string(), format!("{e:#}"))
-        })?;
+    let mut req = client.post(url).body(input.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.map_err(|e| {
+        let kind = if e.is_timeout() {
+            "timeout"
+        } else if e.is_connect() {
+            "connect"
+        } else {
+            "transport"
+        };
+        (kind.to_string(), format!("{e:#}"))
+    })?;
     let status = r.status().as_u16();
     let body = r
         .text()
@@ -251,7 +251,7 @@ async fn wait_serving(gw: SocketAddr, timeout: Duration) -> Result<()> {
             &format!("{} served at {gw}", fn_name(f)),
             timeout,
             || async {
-                match post(&http, &url, "probe").await {
+                match post(&http, &url, "probe", None).await {
                     Ok(()) => Ok(Some(())),
                     Err((kind, detail)) => bail!("{kind}: {detail}"),
                 }
@@ -496,6 +496,7 @@ async fn network_keeps_serving_while_supers_die_and_return() -> Result<()> {
                     &http,
                     &format!("http://{}/fn/{}", gws[g], fn_name(f)),
                     &input,
+                    None,
                 )
                 .await;
                 let latency = t.elapsed();
@@ -522,8 +523,9 @@ async fn network_keeps_serving_while_supers_die_and_return() -> Result<()> {
             calls
         }));
     }
+    let tokens: Vec<String> = apis.iter().map(|a| api_token(*a)).collect();
     for w in 0..INVOKE_CALLERS {
-        let (stop, apis) = (stop.clone(), apis.clone());
+        let (stop, apis, tokens) = (stop.clone(), apis.clone(), tokens.clone());
         load.push(tokio::spawn(async move {
             let http = fresh_http();
             let mut calls = Vec::new();
@@ -540,6 +542,7 @@ async fn network_keeps_serving_while_supers_die_and_return() -> Result<()> {
                     &http,
                     &format!("http://{}/api/invoke/{}", apis[c], fn_name(f)),
                     &input,
+                    Some(&tokens[c]),
                 )
                 .await;
                 let (failure, detail) = match res {

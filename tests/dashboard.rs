@@ -2,7 +2,9 @@
 //! processes, `hello` deployed and called once, then headless Chromium
 //! renders the super's dashboard and the client's, and the DOM must show
 //! the client's node ID and the function name; `/metrics` of both must
-//! carry the documented `orb_` families.
+//! carry the documented `orb_` families. The client's dashboard is also the
+//! client application: Chromium deploys a module through its form and
+//! calls it there.
 
 mod common;
 
@@ -13,40 +15,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use common::*;
 
-/// The Chromium binary: `$CHROMIUM`, else `chromium` or `chromium-browser`
-/// on PATH.
-fn chromium() -> Option<String> {
-    if let Ok(c) = std::env::var("CHROMIUM") {
-        return Some(c);
-    }
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|c| {
-            std::process::Command::new(c)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(str::to_string)
-}
-
 /// Render `url` in headless Chromium and return the DOM after the page's
 /// scripts ran (virtual time lets the polling run without waiting).
 async fn dump_dom(chromium: &str, profile: &Path, url: &str) -> Result<String> {
     let child = tokio::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
+        .args(cdp::HEADLESS)
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--virtual-time-budget=5000", "--dump-dom", url])
         .stdin(Stdio::null())
@@ -114,7 +87,7 @@ async fn network() -> Result<Net> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_render_nodes_and_functions_in_chromium() -> Result<()> {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = cdp::chromium() else {
         skip_or_fail("chromium is not installed (apt install chromium)");
         return Ok(());
     };
@@ -164,7 +137,7 @@ async fn dashboards_render_nodes_and_functions_in_chromium() -> Result<()> {
 /// background colour that only style.css sets, and the image's width.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_site_function_renders_with_its_css_in_chromium() -> Result<()> {
-    let Some(chromium) = chromium() else {
+    let Some(chromium) = cdp::chromium() else {
         skip_or_fail("chromium is not installed (apt install chromium)");
         return Ok(());
     };
@@ -204,6 +177,91 @@ async fn static_site_function_renders_with_its_css_in_chromium() -> Result<()> {
         dom.contains(r#"data-img="8""#),
         "dot.png from the bundle did not load:\n{dom}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_deploys_and_calls_a_function_in_chromium() -> Result<()> {
+    let Some(chromium) = cdp::chromium() else {
+        skip_or_fail("chromium is not installed (apt install chromium)");
+        return Ok(());
+    };
+    let net = network().await?;
+    let profile = tempfile::tempdir()?;
+    let wasm = tagged_module(&hello_wasm(profile.path()), "from-the-form")?;
+    let mut browser = cdp::Browser::start(&chromium, profile.path()).await?;
+    let page = browser.page();
+    page.call(
+        "Page.navigate",
+        serde_json::json!({"url": format!("http://{}/", net.api)}),
+    )
+    .await?;
+    page.wait_text(
+        "String(document.getElementById('app-deploy')?.hidden === false)",
+        Duration::from_secs(30),
+        |t| t == "true",
+    )
+    .await?;
+    // Choose the file, name it, one replica, press Deploy.
+    page.set_file("#deploy-file", &wasm).await?;
+    page.eval(
+        "document.getElementById('deploy-name').value = 'dash';
+         document.getElementById('deploy-replicas').value = '1';
+         document.getElementById('deploy-submit').click(); 'ok'",
+    )
+    .await?;
+    let result = page
+        .wait_text(
+            "document.getElementById('deploy-result').textContent",
+            Duration::from_secs(60),
+            |t| !t.is_empty() && t != "deploying…",
+        )
+        .await?;
+    assert!(result.starts_with("deployed dash version 1"), "{result}");
+    // The call panel opens on the new function: send a body, read the answer.
+    page.wait_text(
+        "String(!!document.getElementById('invoke-send'))",
+        Duration::from_secs(10),
+        |t| t == "true",
+    )
+    .await?;
+    page.eval(
+        "document.getElementById('invoke-body').value = 'chromium';
+         document.getElementById('invoke-send').click(); 'ok'",
+    )
+    .await?;
+    let out = page
+        .wait_text(
+            "document.getElementById('invoke-output').textContent",
+            Duration::from_secs(30),
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert_eq!(out, "hello, chromium");
+    let status = page
+        .eval("document.getElementById('invoke-status').textContent")
+        .await?;
+    assert!(
+        status.as_str().unwrap_or("").starts_with("200 OK"),
+        "{status}"
+    );
+    // The function is in the network, not only on this page.
+    let r = http()
+        .post(format!("http://{}/fn/dash", net.gateway))
+        .body("gateway")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await?, "hello, gateway");
+    // And it is listed among the node's own functions.
+    let owned = page
+        .wait_text(
+            "document.querySelector('#owned tbody').textContent",
+            Duration::from_secs(10),
+            |t| t.contains("dash"),
+        )
+        .await?;
+    assert!(owned.contains("live"), "{owned}");
     Ok(())
 }
 

@@ -152,6 +152,7 @@ async fn example_functions_run_through_the_gateway() -> Result<()> {
     assert!(fuel.is_some_and(|f| f > 0), "x-orb-fuel {fuel:?}");
     let r = http()
         .post(format!("http://{}/api/invoke/hello", net.api))
+        .bearer_auth(api_token(net.api))
         .body("api")
         .send()
         .await?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+pub mod cdp;
 mod shared;
 pub use shared::*;
 
@@ -186,6 +187,13 @@ pub fn deploy(api: SocketAddr, file: &Path, name: &str, extra: &[&str]) -> Resul
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The local API token of the daemon whose API is at `api` (found as the
+/// CLI finds it: the daemon recorded where its data directory is).
+pub fn api_token(api: SocketAddr) -> String {
+    orb_node::local_api::find_token(api.port())
+        .unwrap_or_else(|e| panic!("no API token for {api}: {e}"))
 }
 
 /// The `x-orb-node` header of a gateway answer (empty when missing).

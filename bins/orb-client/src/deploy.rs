@@ -7,11 +7,11 @@ use anyhow::{Context, bail};
 use orb_proto::bundle::{BundleLimits, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES};
 use serde_json::Value;
 
-use crate::{client, json_or_error, unreachable};
+use crate::api::Api;
 
-/// `deploy`'s arguments.
+/// `orb-client deploy`.
 #[derive(clap::Args)]
-pub(crate) struct DeployArgs {
+pub struct DeployArgs {
     /// The module: a .wasm file built for wasm32-wasip1.
     file: PathBuf,
     /// Function name: 1 to 64 of a-z, 0-9, '-', '_', '.'.
@@ -70,13 +70,13 @@ pub(crate) struct DeployArgs {
     /// Most files and directories in --files.
     #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES, requires = "files")]
     max_bundle_entries: u32,
-    /// Print the result as JSON.
+    /// Print the result as JSON: {"name", "hash", "version", "placed_on",
+    /// "published_on", "dht_error"}.
     #[arg(long)]
     json: bool,
 }
 
-/// Run `deploy`.
-pub(crate) async fn run(api: &str, a: DeployArgs) -> anyhow::Result<()> {
+pub async fn deploy(api: &Api, a: DeployArgs) -> anyhow::Result<()> {
     let module = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     if !module.starts_with(b"\0asm") {
         bail!(
@@ -128,7 +128,7 @@ pub(crate) async fn run(api: &str, a: DeployArgs) -> anyhow::Result<()> {
             query.push((key, v.to_string()));
         }
     }
-    let mut req = client()?.post(format!("{api}/api/deploy")).query(&query);
+    let mut req = api.post("/api/deploy").query(&query);
     let upload = match bundle {
         Some(bundle) => {
             let (content_type, body) = multipart(&module, &bundle);
@@ -138,26 +138,30 @@ pub(crate) async fn run(api: &str, a: DeployArgs) -> anyhow::Result<()> {
         None => module,
     };
     let (body, bar) = upload_body(upload);
-    let resp = req.body(body).send().await.map_err(unreachable)?;
+    let resp = api.send(req.body(body)).await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let v: Value = json_or_error(resp).await?;
+    let v: Value = api.json(resp).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        let placed = v["placed_on"].as_array().map(|a| a.len()).unwrap_or(0);
-        println!(
-            "deployed {} hash={} replicas={}",
-            v["name"].as_str().unwrap_or(""),
-            v["hash"].as_str().unwrap_or(""),
-            placed
+        return Ok(());
+    }
+    let placed = v["placed_on"].as_array().map(|a| a.len()).unwrap_or(0);
+    println!(
+        "deployed {} version={} hash={} replicas={}",
+        v["name"].as_str().unwrap_or(""),
+        v["version"],
+        v["hash"].as_str().unwrap_or(""),
+        placed
+    );
+    if placed == 0 {
+        eprintln!(
+            "warning: no node with spare capacity is connected yet; the function will be placed when one joins"
         );
-        if placed == 0 {
-            eprintln!(
-                "warning: no node with spare capacity is connected yet; the function will be placed when one joins"
-            );
-        }
+    }
+    if let Some(e) = v["dht_error"].as_str() {
+        eprintln!("warning: {e} (retried in the background)");
     }
     Ok(())
 }

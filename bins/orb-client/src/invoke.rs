@@ -5,11 +5,11 @@ use std::io::{Read, Write};
 
 use anyhow::{Context, bail};
 
-use crate::unreachable;
+use crate::api::Api;
 
 /// `invoke`'s arguments.
 #[derive(clap::Args)]
-pub(crate) struct InvokeArgs {
+pub struct InvokeArgs {
     /// Function name.
     name: String,
     /// Input file, or - for stdin [default: no input].
@@ -34,7 +34,7 @@ pub(crate) struct InvokeArgs {
 }
 
 /// Run `invoke`.
-pub(crate) async fn run(api: &str, a: InvokeArgs) -> anyhow::Result<()> {
+pub async fn invoke(api: &Api, a: InvokeArgs) -> anyhow::Result<()> {
     let body = match a.input.as_deref() {
         None => Vec::new(),
         Some("-") => {
@@ -53,14 +53,8 @@ pub(crate) async fn run(api: &str, a: InvokeArgs) -> anyhow::Result<()> {
     };
     let method = reqwest::Method::from_bytes(a.method.to_ascii_uppercase().as_bytes())
         .with_context(|| format!("--method {}", a.method))?;
-    // A function's redirect is its answer, not something to follow here.
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .context("building the HTTP client")?;
-    let mut req = http
-        .request(method, format!("{api}/api/invoke/{}{sub}", a.name))
+    let mut req = api
+        .request(method, &format!("/api/invoke/{}{sub}", a.name))
         .body(body);
     for h in &a.headers {
         let Some((k, v)) = h.split_once(':') else {
@@ -68,7 +62,7 @@ pub(crate) async fn run(api: &str, a: InvokeArgs) -> anyhow::Result<()> {
         };
         req = req.header(k.trim(), v.trim());
     }
-    let resp = req.send().await.map_err(unreachable)?;
+    let resp = api.send(req).await?;
     let status = resp.status();
     let header = |h: &str| {
         resp.headers()
@@ -107,11 +101,7 @@ pub(crate) async fn run(api: &str, a: InvokeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if !status.is_success() {
-        bail!(
-            "{} ({})",
-            String::from_utf8_lossy(&bytes).trim_end(),
-            status
-        );
+        bail!("{}", api.error_text(status, &bytes));
     }
     std::io::stdout().write_all(&bytes)?;
     std::io::stdout().flush()?;

@@ -28,22 +28,31 @@ pub(crate) const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_
 const STORE_NS: &str = "overlay";
 const STORE_KEY: &[u8] = b"snapshot";
 
-/// Sign a name record for `name` -> `hash`. The sequence number is the
-/// signing time, so a later deploy always replaces an earlier one.
-pub(crate) fn sign_name(
-    kp: &Keypair,
-    name: &str,
-    hash: ContentHash,
-    settings: &FunctionSettings,
-) -> Result<Record, WireError> {
+/// What a name record says, before it is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NameState {
+    /// Module hash (of the last version, for a tombstone).
+    pub hash: ContentHash,
+    /// Settings of that version.
+    pub settings: FunctionSettings,
+    /// Version of the name (one more at each deploy, rollback, removal).
+    pub version: u64,
+    /// A tombstone: the owner removed the function.
+    pub removed: bool,
+}
+
+/// Sign a name record for `name`. Records order by version first; the
+/// sequence number is the signing time, so a re-signed copy of the same
+/// version (a refresh) replaces the one before.
+pub(crate) fn sign_name(kp: &Keypair, name: &str, state: &NameState) -> Result<Record, WireError> {
     let now = now_ms();
     let kind = RecordKind::Name(NameRecord {
         name: name.to_string(),
         owner: kp.public(),
-        hash,
-        settings: settings.clone(),
-        version: 1,
-        removed: false,
+        hash: state.hash,
+        settings: state.settings.clone(),
+        version: state.version.max(1),
+        removed: state.removed,
     });
     Record::sign(kind, kp, now, now + NAME_TTL_MS).map_err(|e| {
         WireError::new(
@@ -53,13 +62,24 @@ pub(crate) fn sign_name(
     })
 }
 
-/// Sign this node's provider record for `hash`.
+/// How long a withdrawal (see [`sign_provider`]) stays in the DHT: long
+/// enough to replace the provider record everywhere despite clock skew.
+pub(crate) const WITHDRAWN_TTL_MS: u64 = 2 * 60 * 1000;
+
+/// Sign this node's provider record for `hash`. With no home supers it is
+/// a withdrawal: the node no longer holds the module, and the record
+/// replaces the one before and expires soon; [`providers`] skips it.
 pub(crate) fn sign_provider(
     kp: &Keypair,
     hash: ContentHash,
     home_supers: Vec<PeerAddr>,
 ) -> Result<Record, WireError> {
     let now = now_ms();
+    let ttl = if home_supers.is_empty() {
+        WITHDRAWN_TTL_MS
+    } else {
+        PROVIDER_TTL_MS
+    };
     let kind = RecordKind::Provider(ProviderRecord {
         hash,
         providers: vec![ProviderEntry {
@@ -67,7 +87,7 @@ pub(crate) fn sign_provider(
             home_supers,
         }],
     });
-    Record::sign(kind, kp, now, now + PROVIDER_TTL_MS).map_err(|e| {
+    Record::sign(kind, kp, now, now + ttl).map_err(|e| {
         WireError::new(
             ErrorKind::Internal,
             format!("cannot sign provider record: {e}"),
@@ -86,6 +106,8 @@ pub struct Resolution {
     pub hash: String,
     /// Sequence number of the name record.
     pub seq: u64,
+    /// Version of the name.
+    pub version: u64,
     /// Settings published with the name.
     #[serde(skip)]
     pub settings: FunctionSettings,
@@ -104,7 +126,10 @@ pub struct ProviderJson {
     pub(crate) supers: Vec<PeerAddr>,
 }
 
-/// The newest valid name record for `name` and its sequence number, if any.
+/// The newest valid name record for `name` (highest version, then seq)
+/// and its sequence number, if any. A tombstone (`removed`) is returned
+/// too: it still says who owns the name; callers that run the function
+/// treat it as no function.
 pub(crate) async fn name_record(
     overlay: &Overlay,
     name: &str,
@@ -117,12 +142,24 @@ pub(crate) async fn name_record(
     let best = records
         .into_iter()
         .filter(|r| r.verify(now).is_ok())
-        .filter_map(|r| match r.kind {
-            RecordKind::Name(n) if n.name == name => Some((r.seq, n)),
+        .filter(|r| matches!(&r.kind, RecordKind::Name(n) if n.name == name))
+        .max_by_key(Record::order)
+        .and_then(|r| match r.kind {
+            RecordKind::Name(n) => Some((r.seq, n)),
             _ => None,
-        })
-        .max_by_key(|(seq, _)| *seq);
+        });
     Ok(best)
+}
+
+/// The function a name points at now: its newest name record unless that
+/// is a tombstone.
+pub(crate) async fn live_name(
+    overlay: &Overlay,
+    name: &str,
+) -> Result<Option<(u64, NameRecord)>, WireError> {
+    Ok(name_record(overlay, name)
+        .await?
+        .filter(|(_, n)| !n.removed))
 }
 
 /// Resolve `name` -> owner, hash -> providers -> their home supers.
@@ -133,18 +170,26 @@ pub(crate) async fn resolve(overlay: &Overlay, name: &str) -> Result<Resolution,
             format!("no function named {name:?} in the network"),
         ));
     };
+    if n.removed {
+        return Err(WireError::new(
+            ErrorKind::NotFound,
+            format!("function {name:?} was removed by its owner"),
+        ));
+    }
     let providers = providers(overlay, &n.hash).await?;
     Ok(Resolution {
         name: n.name,
         owner: n.owner.id().to_string(),
         hash: n.hash.to_string(),
         seq,
+        version: n.version,
         settings: n.settings,
         providers,
     })
 }
 
-/// Nodes that published a provider record for `hash`.
+/// Nodes that published a provider record for `hash` and did not
+/// withdraw it since (a withdrawal lists no home supers).
 pub(crate) async fn providers(
     overlay: &Overlay,
     hash: &ContentHash,
@@ -161,6 +206,7 @@ pub(crate) async fn providers(
     Ok(merged
         .providers
         .into_iter()
+        .filter(|p| !p.home_supers.is_empty())
         .map(|p| ProviderJson {
             node: p.node.to_string(),
             home_supers: p.home_supers.iter().map(|s| s.to_string()).collect(),

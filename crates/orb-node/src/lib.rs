@@ -24,6 +24,7 @@ pub mod common;
 pub mod config;
 pub mod dht;
 pub mod error;
+pub mod local_api;
 pub mod policy;
 mod supernode;
 

@@ -177,10 +177,11 @@ impl Lookup {
                 continue;
             }
             self.found = true;
-            // One record per publisher, the highest seq.
+            // One record per publisher, the newest (names: highest
+            // version, then seq).
             let held = self.records.len();
             match self.records.iter_mut().find(|x| x.publisher == r.publisher) {
-                Some(x) if x.seq < r.seq => *x = r,
+                Some(x) if r.supersedes(x) => *x = r,
                 Some(_) => {}
                 None if held < orb_proto::dht::MAX_PROVIDERS => self.records.push(r),
                 None => {}

@@ -2,11 +2,15 @@
 //!
 //! Rules, applied after [`Record::verify`]:
 //!
-//! * one record per (key, publisher); a higher `seq` replaces a lower one, an
-//!   equal `seq` with the same content is accepted again (re-replication is
-//!   idempotent), a lower `seq` is refused as stale;
+//! * one record per (key, publisher); a newer record replaces an older one
+//!   ([`Record::supersedes`]: `seq`, and for names `(version, seq)`), the
+//!   same record is accepted again (re-replication is idempotent), an older
+//!   one is refused as stale;
 //! * a name belongs to the owner of its live record: a record for the same
-//!   name from a different owner is refused until that record expires;
+//!   name from a different owner is refused until that record expires. A
+//!   tombstone (`removed`) is a live record like any other, so a removed
+//!   name stays with its owner, who may deploy it again with a higher
+//!   version;
 //! * node and name keys hold one record; provider keys hold one record per
 //!   provider, at most [`MAX_PROVIDERS`];
 //! * totals are bounded (records overall, records per publisher) so no
@@ -33,8 +37,9 @@ pub enum StoreError {
         /// ID of the current owner's key.
         owner: orb_proto::OrbId,
     },
-    /// A newer version is already stored.
-    #[error("stale record: seq {offered} is below the stored seq {stored}")]
+    /// A newer version is already stored (for a name: a higher version,
+    /// or the same version with a higher seq).
+    #[error("stale record: a newer one is stored (seq {offered} offered, {stored} stored)")]
     Stale {
         /// Offered seq.
         offered: u64,
@@ -103,18 +108,17 @@ impl RecordStore {
             });
         }
         if let Some(old) = live.iter().find(|r| r.publisher == record.publisher) {
-            if record.seq < old.seq {
+            if **old == record {
+                return Ok(false);
+            }
+            if record.order() == old.order() {
+                return Err(StoreError::Conflict(record.seq));
+            }
+            if !record.supersedes(old) {
                 return Err(StoreError::Stale {
                     offered: record.seq,
                     stored: old.seq,
                 });
-            }
-            if record.seq == old.seq {
-                return if **old == record {
-                    Ok(false)
-                } else {
-                    Err(StoreError::Conflict(record.seq))
-                };
             }
         }
         let same_publisher =
@@ -259,15 +263,71 @@ mod tests {
     const NOW: u64 = 1_700_000_000_000;
 
     fn name(k: &Keypair, n: &str, seq: u64, ttl: u64, m: &[u8]) -> Record {
+        versioned(k, n, (1, seq), false, NOW + ttl, m)
+    }
+
+    fn versioned(
+        k: &Keypair,
+        n: &str,
+        (version, seq): (u64, u64),
+        removed: bool,
+        expires: u64,
+        m: &[u8],
+    ) -> Record {
         let kind = RecordKind::Name(NameRecord {
             name: n.into(),
             owner: k.public(),
             hash: ContentHash::of(m),
             settings: FunctionSettings::default(),
-            version: 1,
-            removed: false,
+            version,
+            removed,
         });
-        Record::sign(kind, k, seq, NOW + ttl).expect("sign")
+        Record::sign(kind, k, seq, expires).expect("sign")
+    }
+
+    #[test]
+    fn versions_tombstones_and_redeploys() {
+        let owner = Keypair::from_seed([1; 32]);
+        let other = Keypair::from_seed([2; 32]);
+        let exp = NOW + 10_000;
+        let key = Key::for_name("f");
+        let mut s = RecordStore::new(StoreLimits::default());
+        assert_eq!(
+            s.insert(versioned(&owner, "f", (1, 100), false, exp, b"1"), NOW),
+            Ok(true)
+        );
+        // v2 replaces v1 even when signed with a lower seq (clock went back).
+        assert_eq!(
+            s.insert(versioned(&owner, "f", (2, 90), false, exp, b"2"), NOW),
+            Ok(true)
+        );
+        // A replay of v1 with a higher seq is stale: versions never go back.
+        assert!(matches!(
+            s.insert(versioned(&owner, "f", (1, 500), false, exp, b"1"), NOW),
+            Err(StoreError::Stale { .. })
+        ));
+        // The owner's tombstone (v3) replaces v2 and keeps the name owned.
+        let tomb = versioned(&owner, "f", (3, 91), true, exp, b"2");
+        assert_eq!(s.insert(tomb.clone(), NOW), Ok(true));
+        assert_eq!(s.get(&key, NOW), vec![tomb]);
+        // Someone else can neither take the removed name nor bury it again.
+        for removed in [false, true] {
+            assert!(matches!(
+                s.insert(versioned(&other, "f", (9, 999), removed, exp, b"x"), NOW),
+                Err(StoreError::NameTaken { .. })
+            ));
+        }
+        // A forged tombstone (content changed after signing) is invalid.
+        let mut forged = versioned(&owner, "f", (4, 92), false, exp, b"2");
+        if let RecordKind::Name(n) = &mut forged.kind {
+            n.removed = true;
+        }
+        assert!(matches!(s.insert(forged, NOW), Err(StoreError::Invalid(_))));
+        // The owner deploys the name again with a higher version.
+        let again = versioned(&owner, "f", (4, 93), false, exp, b"3");
+        assert_eq!(s.insert(again.clone(), NOW), Ok(true));
+        assert_eq!(s.get(&key, NOW), vec![again]);
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -20,7 +20,13 @@
 //!   publisher's ID (a node only speaks for itself);
 //! * name record: key = [`Key::for_name`]`(name)`, and `owner` is the
 //!   publisher (whoever signs a name record owns the name; storing nodes
-//!   refuse a record for a name that another owner holds);
+//!   refuse a record for a name that another owner holds), and `version`
+//!   is at least 1. A name record orders by `(version, seq)` rather than
+//!   `seq` alone (see [`Record::supersedes`]): a deploy, a rollback and a
+//!   removal each make a new version, and a re-signed copy of the same
+//!   version (a refresh) only moves `seq`. A removal is a name record with
+//!   `removed` set (a tombstone): it is checked, stored and refreshed like
+//!   any other, so the name stays with its owner's key;
 //! * provider record: key = [`Key::for_provider`]`(hash)`, and the record
 //!   lists exactly one provider, the publisher itself.
 //!
@@ -359,6 +365,23 @@ impl Record {
             })
     }
 
+    /// Whether this record replaces `old`, a record of the same publisher
+    /// under the same key: a name record by `(version, seq)` (a higher
+    /// version wins even if its publisher's clock went back; a lower one
+    /// never does, whatever its `seq`), every other kind by `seq`.
+    pub fn supersedes(&self, old: &Record) -> bool {
+        self.order() > old.order()
+    }
+
+    /// The order of [`Record::supersedes`]: `(version, seq)` for a name
+    /// record, `(0, seq)` for the others.
+    pub fn order(&self) -> (u64, u64) {
+        match &self.kind {
+            RecordKind::Name(n) => (n.version, self.seq),
+            _ => (0, self.seq),
+        }
+    }
+
     /// Content rules that need no signature check (cheap, done first).
     fn check_content(&self) -> Result<(), RecordError> {
         let kind = self.kind.label();
@@ -398,6 +421,12 @@ impl Record {
                     return Err(RecordError::OutOfBounds(format!(
                         "name of {} bytes, must be 1 to {MAX_NAME_LEN}",
                         n.name.len()
+                    )));
+                }
+                if n.version == 0 {
+                    return Err(RecordError::OutOfBounds(format!(
+                        "name record for {:?} has version 0; versions start at 1",
+                        n.name
                     )));
                 }
                 if n.owner != self.publisher {
@@ -599,6 +628,50 @@ mod tests {
         let long = "a".repeat(MAX_NAME_LEN + 1);
         let r = Record::sign(name_kind(&k, &long), &k, 1, NOW + 1).expect("s");
         assert!(matches!(r.verify(NOW), Err(RecordError::OutOfBounds(_))));
+    }
+
+    fn name_with(owner: &Keypair, version: u64, removed: bool) -> RecordKind {
+        RecordKind::Name(NameRecord {
+            name: "f".into(),
+            owner: owner.public(),
+            hash: ContentHash::of(b"m"),
+            settings: FunctionSettings::default(),
+            version,
+            removed,
+        })
+    }
+
+    #[test]
+    fn name_versions_order_before_seq() {
+        let k = Keypair::from_seed([1; 32]);
+        let v1 = Record::sign(name_with(&k, 1, false), &k, 50, NOW + 1000).expect("sign");
+        let v1_later = Record::sign(name_with(&k, 1, false), &k, 60, NOW + 1000).expect("sign");
+        // Version 2 signed by a clock that went back still wins.
+        let v2 = Record::sign(name_with(&k, 2, false), &k, 10, NOW + 1000).expect("sign");
+        let tomb = Record::sign(name_with(&k, 3, true), &k, 11, NOW + 1000).expect("sign");
+        assert!(v1_later.supersedes(&v1));
+        assert!(v2.supersedes(&v1_later));
+        assert!(!v1_later.supersedes(&v2));
+        assert!(tomb.supersedes(&v2));
+        assert_eq!(tomb.verify(NOW), Ok(()));
+        // Version 0 does not exist.
+        let v0 = Record::sign(name_with(&k, 0, false), &k, 1, NOW + 1000).expect("sign");
+        assert!(matches!(v0.verify(NOW), Err(RecordError::OutOfBounds(_))));
+    }
+
+    #[test]
+    fn forged_tombstones_do_not_verify() {
+        let owner = Keypair::from_seed([1; 32]);
+        let thief = Keypair::from_seed([2; 32]);
+        // A tombstone naming the owner but signed by another key.
+        let r = Record::sign(name_with(&owner, 9, true), &thief, 1, NOW + 1000).expect("sign");
+        assert!(matches!(r.verify(NOW), Err(RecordError::WrongPublisher(_))));
+        // The owner's tombstone with its content changed afterwards.
+        let mut r = Record::sign(name_with(&owner, 2, false), &owner, 1, NOW + 1000).expect("s");
+        if let RecordKind::Name(n) = &mut r.kind {
+            n.removed = true;
+        }
+        assert_eq!(r.verify(NOW), Err(RecordError::BadSignature));
     }
 
     #[test]

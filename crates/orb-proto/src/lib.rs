@@ -12,6 +12,7 @@
 //!   panics on hostile input.
 //! * [`dht`]: DHT keys, signed records and DHT messages.
 //! * [`limits`]: the default bounds every node enforces.
+//! * [`logs`]: function logs and the owner's signed query for them.
 //! * [`bundle`]: the file bundle format (`deploy --files`), documented byte
 //!   by byte in that module.
 
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod dht;
 pub mod id;
 pub mod limits;
+pub mod logs;
 pub mod receipt;
 pub mod wire;
 

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{ContentHash, OrbId};
+use crate::logs::{LogEntry, SignedLogsQuery};
 use crate::receipt::SignedReceipt;
 
 /// Version of the message set inside [`crate::ALPN`]'s protocol.
@@ -388,6 +389,40 @@ pub enum Request {
         /// Bundle hash.
         hash: ContentHash,
     },
+    /// Owner -> the super its function was deployed through, after the
+    /// owner published a tombstone: stop the replicas under every super and
+    /// drop the function and its modules. Also accepted by a super from
+    /// anyone for replicas the name record in the DHT no longer points at
+    /// (see `Unplace`). Answered with [`Response::Removed`].
+    Remove {
+        /// Function name.
+        name: String,
+    },
+    /// Owner -> the super its function was deployed through: make a kept
+    /// version current again, as a new version. Answered with
+    /// [`Response::RolledBack`].
+    Rollback {
+        /// Function name.
+        name: String,
+        /// The version to go back to; `None`: the one before the current.
+        to: Option<u64>,
+    },
+    /// Owner -> the super its function was deployed through: the versions
+    /// kept. Answered with [`Response::Versions`].
+    Versions {
+        /// Function name.
+        name: String,
+    },
+    /// A function's logs for its owner, signed by the owner: from the
+    /// owner to its super (`fan_out`: ask the other supers holding replicas
+    /// too), and from a super to its clients and to other supers (never
+    /// fanned out again). Answered with [`Response::Logs`].
+    Logs {
+        /// The owner's signed query.
+        query: Box<SignedLogsQuery>,
+        /// Whether the receiver should ask other supers as well.
+        fan_out: bool,
+    },
 }
 
 impl Request {
@@ -412,6 +447,10 @@ impl Request {
             Request::DialBack => "DialBack",
             Request::Receipt(_) => "Receipt",
             Request::FetchBundle { .. } => "FetchBundle",
+            Request::Remove { .. } => "Remove",
+            Request::Rollback { .. } => "Rollback",
+            Request::Versions { .. } => "Versions",
+            Request::Logs { .. } => "Logs",
         }
     }
 
@@ -440,6 +479,9 @@ pub enum Response {
         hash: ContentHash,
         /// Nodes the function was placed on.
         placed_on: Vec<OrbId>,
+        /// The version this deploy made (0 in answers to `Place`); the
+        /// owner signs its name record with it.
+        version: u64,
     },
     /// Answer to [`Request::Run`] and [`Request::Invoke`]. Body: the output.
     Ran {
@@ -489,6 +531,46 @@ pub enum Response {
         /// Bundle hash.
         hash: ContentHash,
     },
+    /// Answer to [`Request::Remove`].
+    Removed {
+        /// Function name.
+        name: String,
+        /// Replicas asked to stop, under this super and the others.
+        replicas: u32,
+    },
+    /// Answer to [`Request::Rollback`]: the version now current.
+    RolledBack {
+        /// The new current version (a new number, an old module).
+        current: Box<VersionInfo>,
+        /// Nodes holding a replica of it.
+        placed_on: Vec<OrbId>,
+    },
+    /// Answer to [`Request::Versions`].
+    Versions {
+        /// The current version.
+        current: u64,
+        /// The versions kept, oldest first.
+        versions: Vec<VersionInfo>,
+    },
+    /// Answer to [`Request::Logs`]: log entries, oldest first (at most
+    /// [`crate::logs::MAX_LOG_ANSWER`]).
+    Logs(Vec<LogEntry>),
+}
+
+/// One version of a function, as the super it was deployed through keeps
+/// it for rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Version number.
+    pub version: u64,
+    /// Module hash.
+    pub hash: ContentHash,
+    /// Module size in bytes.
+    pub size: u64,
+    /// Settings of that version.
+    pub settings: FunctionSettings,
+    /// Unix milliseconds of its deploy (or rollback).
+    pub created_ms: u64,
 }
 
 /// A node's credit balance as one super's ledger holds it.

@@ -252,13 +252,20 @@ fn response() -> impl Strategy<Value = Response> {
             observed_addr
         })),
         any::<u64>().prop_map(|nonce| Response::Pong { nonce }),
-        (text(), hash(), prop::collection::vec(id(), 0..3)).prop_map(|(name, hash, placed_on)| {
-            Response::Deployed {
-                name,
-                hash,
-                placed_on,
-            }
-        }),
+        (
+            text(),
+            hash(),
+            prop::collection::vec(id(), 0..3),
+            any::<u64>()
+        )
+            .prop_map(|(name, hash, placed_on, version)| {
+                Response::Deployed {
+                    name,
+                    hash,
+                    placed_on,
+                    version,
+                }
+            }),
         (id(), outcome(), any::<bool>(), any::<u64>()).prop_map(
             |(node, outcome, with_receipt, fuel)| {
                 let receipt = with_receipt.then(|| {
@@ -307,7 +314,112 @@ fn response() -> impl Strategy<Value = Response> {
     ]
 }
 
+/// The function-management messages: remove, rollback, versions, logs.
+fn app_message() -> impl Strategy<Value = (Request, Response)> {
+    use orb_proto::logs::{LogEntry, LogKind, LogsQuery};
+    use orb_proto::wire::VersionInfo;
+    let version = (any::<u64>(), hash(), any::<u64>(), settings(), any::<u64>()).prop_map(
+        |(version, hash, size, settings, created_ms)| VersionInfo {
+            version,
+            hash,
+            size,
+            settings,
+            created_ms,
+        },
+    );
+    let entry = (
+        any::<u64>(),
+        id(),
+        any::<u64>(),
+        text(),
+        any::<bool>(),
+        text(),
+    )
+        .prop_map(|(time_ms, node, seq, request_id, is_line, line)| LogEntry {
+            time_ms,
+            node,
+            seq,
+            request_id,
+            kind: if is_line {
+                LogKind::Stderr(line)
+            } else {
+                LogKind::Call {
+                    status: line,
+                    duration_us: seq,
+                    fuel: time_ms,
+                }
+            },
+        });
+    (
+        text(),
+        prop::option::of(any::<u64>()),
+        any::<u64>(),
+        any::<bool>(),
+        prop::collection::vec(version, 0..3),
+        prop::collection::vec(entry, 0..3),
+        prop::collection::vec(id(), 0..3),
+    )
+        .prop_flat_map(
+            move |(name, to, since_ms, fan_out, versions, entries, placed_on)| {
+                let k = orb_proto::Keypair::from_seed([6; 32]);
+                let query = LogsQuery {
+                    name: name.clone(),
+                    since_ms,
+                    issued_ms: since_ms,
+                }
+                .sign(&k)
+                .expect("sign");
+                let current = versions.first().cloned();
+                let pairs = vec![
+                    (
+                        Request::Remove { name: name.clone() },
+                        Response::Removed {
+                            name: name.clone(),
+                            replicas: 2,
+                        },
+                    ),
+                    (
+                        Request::Rollback {
+                            name: name.clone(),
+                            to,
+                        },
+                        match current {
+                            Some(c) => Response::RolledBack {
+                                current: Box::new(c),
+                                placed_on: placed_on.clone(),
+                            },
+                            None => Response::Placed,
+                        },
+                    ),
+                    (
+                        Request::Versions { name: name.clone() },
+                        Response::Versions {
+                            current: since_ms,
+                            versions: versions.clone(),
+                        },
+                    ),
+                    (
+                        Request::Logs {
+                            query: Box::new(query),
+                            fan_out,
+                        },
+                        Response::Logs(entries.clone()),
+                    ),
+                ];
+                prop::sample::select(pairs)
+            },
+        )
+}
+
 proptest! {
+    #[test]
+    fn app_messages_round_trip((req, resp) in app_message()) {
+        let frame = encode_frame(&req).expect("frame");
+        prop_assert_eq!(decode_frame::<Request>(&frame).expect("decode"), req);
+        let frame = encode_frame(&resp).expect("frame");
+        prop_assert_eq!(decode_frame::<Response>(&frame).expect("decode"), resp);
+    }
+
     #[test]
     fn requests_round_trip(req in request()) {
         let bytes = encode(&req).expect("encode");

@@ -1,6 +1,7 @@
-//! The local API's routes and its read-only views (status, functions,
-//! nodes, resolve, the dashboard). Deploy, invoke and the peer views have
-//! modules of their own.
+//! The local API's routes (all behind [`guard::check`]) and its read-only
+//! views (status, functions, nodes, resolve, the dashboard). Deploy,
+//! invoke, the peer views, function management and logs have modules of
+//! their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use orb_proto::wire::{Request, Response};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{Shared, best_super, deploy, hosted_list, invoke, metrics, peers};
+use super::{Shared, best_super, deploy, guard, hosted_list, invoke, logs, manage, metrics, peers};
 use crate::common::http_util::{self, FunctionJson};
 use crate::common::util::{check_name, lock};
 use crate::dht;
@@ -39,8 +40,17 @@ pub(super) async fn serve_api(
         .route("/api/resolve/{name}", get(api_resolve))
         .route("/api/peers", get(peers::api_peers))
         .route("/api/ping/{id}", post(peers::api_ping))
+        .route("/api/owned", get(manage::api_owned))
+        .route("/api/versions/{name}", get(manage::api_versions))
+        .route("/api/rollback/{name}", post(manage::api_rollback))
+        .route("/api/remove/{name}", post(manage::api_remove))
+        .route("/api/logs/{name}", get(logs::api_logs))
         .route("/metrics", get(metrics::api_metrics))
         .route("/", get(api_dashboard))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            guard::check,
+        ))
         .with_state(shared);
     crate::common::http_server::serve(listener, app, limits, stats, shutdown, "local API").await;
 }
@@ -236,6 +246,10 @@ pub(super) async fn api_resolve(
     }
 }
 
-pub(super) async fn api_dashboard() -> Html<&'static str> {
-    Html(crate::common::DASHBOARD)
+/// The dashboard, carrying the API token when the guard allows it.
+pub(super) async fn api_dashboard(
+    State(shared): State<Arc<Shared>>,
+    hand: Option<axum::Extension<guard::HandToken>>,
+) -> Html<String> {
+    Html(guard::page(&shared, hand.map(|axum::Extension(h)| h)))
 }

@@ -1,6 +1,6 @@
-//! `deploy` through the local API: validate here, send the module to a
-//! home super, then publish the signed name record and remember the name
-//! for refreshing.
+//! `deploy` through the local API: validate here, send the module to the
+//! name's super (see [`super::manage`]), then publish the signed name record
+//! with the version the super made and remember the name for refreshing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +12,8 @@ use axum::response::{IntoResponse, Json, Response as HttpResponse};
 use orb_proto::ContentHash;
 use orb_proto::wire::{ErrorKind, FunctionSettings, Request, Response, WireError};
 use serde::Serialize;
-use tracing::warn;
 
-use super::{Shared, best_super, records, upload};
+use super::{Shared, manage, upload};
 use crate::common::http_util;
 use crate::common::util::{blocking, check_name, unexpected};
 use crate::error::NodeError;
@@ -26,6 +25,8 @@ const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 pub(super) struct DeployedJson {
     name: String,
     hash: String,
+    /// The version this deploy made.
+    version: u64,
     placed_on: Vec<String>,
     /// DHT servers that stored the name record.
     published_on: usize,
@@ -120,7 +121,8 @@ pub(super) async fn api_deploy(
             .map_err(|e| e.to_wire())?
             .map_err(|e| WireError::new(ErrorKind::BadRequest, format!("module refused: {e}")))?;
         let hash = ContentHash::of(&module);
-        let conn = best_super(&shared).map_err(|e| e.to_wire())?;
+        // The super the name was deployed through keeps its versions.
+        let conn = manage::name_super(&shared, &name).await?;
         let settings_kept = settings.clone();
         let req = Request::Deploy {
             name,
@@ -144,26 +146,25 @@ pub(super) async fn api_deploy(
                     name,
                     hash,
                     placed_on,
+                    version,
                 },
                 _,
             ) => {
                 // The super accepted it (and checked ownership against the
                 // DHT); now publish the signed name record so that every
                 // super can resolve it, and remember it for refreshing.
-                let published = records::publish_name(&shared, &name, hash, &settings_kept).await;
-                if let Ok(value) = orb_proto::codec::encode(&(hash, settings_kept.clone())) {
-                    let store = shared.store.clone();
-                    let key = name.clone();
-                    if let Ok(Err(e)) =
-                        blocking(move || store.put_blob(records::OWNED_NS, key.as_bytes(), &value))
-                            .await
-                    {
-                        warn!(error = %e, "cannot remember the deployed name");
-                    }
-                }
+                let owned = manage::OwnedName {
+                    hash,
+                    settings: settings_kept,
+                    version,
+                    removed: false,
+                    home: Some(conn.peer_id()),
+                };
+                let published = manage::publish(&shared, &name, &owned).await;
                 Ok(DeployedJson {
                     name,
                     hash: hash.to_string(),
+                    version,
                     placed_on: placed_on.iter().map(|p| p.to_string()).collect(),
                     published_on: published.as_ref().map_or(0, |n| *n),
                     dht_error: published.err().map(|e| e.message),

@@ -14,9 +14,10 @@ use orb_store::{HostedRecord, Store};
 use orb_transport::Connection;
 use tracing::{debug, info, warn};
 
-use super::{Shared, bundles, home_links, links, records};
+use super::{Shared, bundles, home_links, links, logs, records};
 use crate::common::answer;
-use crate::common::util::{blocking, check_name, now_ms, unexpected, write_lock};
+use crate::common::util::{blocking, check_name, lock, now_ms, read_lock, unexpected, write_lock};
+use crate::dht;
 
 /// Make sure `hash` is compiled and ready, loading it from the store if the
 /// daemon restarted since it was placed.
@@ -81,6 +82,9 @@ pub(super) fn prepare_cached(
     Ok(())
 }
 
+/// Replicas unplaced lately, remembered so they stop answering at once.
+pub(super) const MAX_RETIRED: usize = 1024;
+
 /// One call to run on a replica here, as a `Run` request asked for it.
 pub(super) struct RunArgs {
     pub name: String,
@@ -127,6 +131,21 @@ async fn run_call_inner(shared: &Arc<Shared>, args: RunArgs, input: Bytes) -> (R
         caller,
         sender,
     } = args;
+    // A replica that was unplaced (an old version, a removed function) must
+    // not keep answering. The version a new placement just replaced under
+    // the same name still may, until the super retires it: gateways still
+    // resolving the old name record call it meanwhile.
+    let hosted = read_lock(&shared.hosted).contains_key(&name);
+    let retired = lock(&shared.retired).contains(&(name.clone(), hash));
+    if !hosted || retired {
+        return (
+            Response::Error(WireError::new(
+                ErrorKind::NotFound,
+                format!("this node does not host {name:?} at {}", hash.short()),
+            )),
+            Bytes::new(),
+        );
+    }
     if let Err(e) = ensure_prepared(shared, hash).await {
         return (Response::Error(e), Bytes::new());
     }
@@ -157,6 +176,7 @@ async fn run_call_inner(shared: &Arc<Shared>, args: RunArgs, input: Bytes) -> (R
     match shared.runtime.call(hash, inv).await {
         Ok(result) => {
             debug!(function = %name, request = %request_id, status = ?result.outcome.status, fuel = result.outcome.fuel_used, "call ran");
+            logs::record(shared, &name, &request_id, &result.outcome);
             let receipt = Receipt {
                 function: hash,
                 caller,
@@ -285,6 +305,7 @@ pub(super) async fn place(
     })
     .await
     .map_err(|e| e.to_wire())??;
+    lock(&shared.retired).retain(|(n, h)| !(*n == name && *h == hash));
     write_lock(&shared.hosted).insert(name.clone(), record);
     info!(function = %name, hash = %hash.short(), "hosting replica");
     let s = shared.clone();
@@ -320,9 +341,21 @@ pub(super) fn announce_hosted(shared: &Arc<Shared>, placer: OrbId) {
     }
 }
 
-/// Stop hosting a replica (the super scaled it down). The module bytes stay
-/// in the store, so a later placement needs no fetch.
+/// Stop hosting a replica: the super scaled it down, or the function moved
+/// to another version or was removed. For a scale-down the module stays in
+/// the store, so a later placement needs no fetch; when the name record no
+/// longer points at the module and no other replica here runs it, the
+/// module, its compiled artifact and the replica's logs go.
 pub(super) async fn unplace(shared: &Arc<Shared>, name: &str, hash: ContentHash) {
+    {
+        let mut retired = lock(&shared.retired);
+        if !retired.contains(&(name.to_string(), hash)) {
+            if retired.len() >= MAX_RETIRED {
+                retired.pop_front();
+            }
+            retired.push_back((name.to_string(), hash));
+        }
+    }
     let removed = {
         let mut hosted = write_lock(&shared.hosted);
         match hosted.get(name) {
@@ -331,11 +364,36 @@ pub(super) async fn unplace(shared: &Arc<Shared>, name: &str, hash: ContentHash)
         }
     };
     if removed {
+        lock(&shared.logs).forget(name);
         let store = shared.store.clone();
         let key = name.to_string();
         if let Ok(Err(e)) = blocking(move || store.remove_hosted(&key)).await {
             warn!(error = %e, "cannot forget the replica in the store");
         }
-        info!(function = %name, hash = %hash.short(), "replica removed (scaled down)");
     }
+    let current = match dht::name_record(&shared.overlay, name).await {
+        Ok(Some((_, n))) => !n.removed && n.hash == hash,
+        // Unknown: keep the bytes, as for a scale-down.
+        _ => true,
+    };
+    let still_used = read_lock(&shared.hosted).values().any(|h| h.hash == hash);
+    if !still_used {
+        records::withdraw_provider(shared, hash).await;
+    }
+    if current || still_used {
+        info!(function = %name, hash = %hash.short(), "replica removed (scaled down)");
+        return;
+    }
+    shared.runtime.forget(&hash);
+    let store = shared.store.clone();
+    let artifact = format!("{}/{hash}", shared.runtime.cache_key());
+    let dropped = blocking(move || {
+        store.remove_module(&hash)?;
+        store.remove_artifact(&artifact)
+    })
+    .await;
+    if let Ok(Err(e)) = dropped {
+        warn!(error = %e, "cannot drop the module of a retired replica");
+    }
+    info!(function = %name, hash = %hash.short(), "replica removed (old version or removed function); module dropped");
 }

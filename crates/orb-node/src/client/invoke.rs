@@ -71,7 +71,7 @@ pub(super) async fn direct_invoke(
     meta: &orb_proto::wire::CallMeta,
     input: &Bytes,
 ) -> Result<Option<(OrbId, orb_proto::wire::RunOutcome, Bytes, &'static str)>, WireError> {
-    let Some((_, record)) = dht::name_record(&shared.overlay, name).await? else {
+    let Some((_, record)) = dht::live_name(&shared.overlay, name).await? else {
         return Ok(None);
     };
     let mut nodes: Vec<OrbId> = dht::providers(&shared.overlay, &record.hash)

@@ -18,6 +18,9 @@ pub(super) struct ClientStats {
     pub calls: Counter,
     pub errors: Counter,
     pub busy: Counter,
+    /// Local API requests the guard refused (foreign Host or origin, no
+    /// token).
+    pub api_refused: Counter,
     pub call_latency: Histogram,
     /// Calls, errors, in flight and latency per function run here.
     pub per_function: FunctionStats,
@@ -32,12 +35,16 @@ impl ClientStats {
     /// counters (`paths` keeps those).
     pub fn new(paths: &super::paths::PathStats) -> Self {
         let mut r = Registry::default();
-        let [calls, errors, busy] = counters(
+        let [calls, errors, busy, api_refused] = counters(
             &mut r,
             [
                 ("orb_calls", "Calls run on this node."),
                 ("orb_call_errors", "Calls that failed or hit a limit."),
                 ("orb_calls_busy", "Calls refused at capacity."),
+                (
+                    "orb_api_refused",
+                    "Local API requests refused: foreign Host or origin, or no token.",
+                ),
             ],
         );
         let call_latency = histogram(
@@ -86,6 +93,7 @@ impl ClientStats {
             calls,
             errors,
             busy,
+            api_refused,
             call_latency,
             per_function,
             http: Arc::new(HttpStats::default()),

@@ -18,15 +18,21 @@
 //!   local API views.
 //! * [`discovery`]: NAT classification, reachability, node record,
 //!   promotion.
-//! * [`api`], [`deploy`], [`invoke`], [`metrics`]: the local API.
+//! * [`api`], [`deploy`], [`invoke`], [`metrics`]: the local API;
+//!   [`guard`]: who may use it (Host, Origin, the daemon's token).
+//! * [`manage`]: the names this node owns: remove, rollback, versions.
+//! * [`logs`]: the replica's log rings and the owner's logs.
 
 mod api;
 mod bundles;
 mod deploy;
 mod discovery;
+mod guard;
 mod hosting;
 mod invoke;
 mod links;
+mod logs;
+mod manage;
 mod metrics;
 mod paths;
 mod peers;
@@ -65,6 +71,8 @@ pub struct ClientHandle {
     pub api_addr: SocketAddr,
     /// The bound QUIC address.
     pub quic_addr: SocketAddr,
+    /// The file holding the local API's token (`<data-dir>/api-token`).
+    pub token_path: std::path::PathBuf,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     endpoint: Endpoint,
@@ -72,12 +80,21 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
+    /// The local API's token (`Authorization: Bearer TOKEN` on requests
+    /// that change something).
+    pub fn api_token(&self) -> std::io::Result<String> {
+        std::fs::read_to_string(&self.token_path).map(|t| t.trim().to_string())
+    }
+
     /// Stop serving, close links, and wait for the tasks to end.
     pub async fn shutdown(mut self) {
         if let Some(promoted) = self.promoted.lock().await.take() {
             promoted.shutdown().await;
         }
         crate::common::util::stop_node(&self.shutdown, &mut self.tasks, &self.endpoint).await;
+        if let Some(dir) = self.token_path.parent() {
+            crate::local_api::unregister(self.api_addr.port(), dir);
+        }
     }
 }
 
@@ -125,6 +142,15 @@ pub(crate) struct Shared {
     promoted: Arc<tokio::sync::Mutex<Option<SuperHandle>>>,
     /// Decoded file trees of the bundles of functions run here.
     trees: bundles::TreeCache,
+    /// Replicas unplaced lately (name, module): they answer no more calls
+    /// (bounded by [`hosting::MAX_RETIRED`]).
+    retired: Mutex<std::collections::VecDeque<(String, orb_proto::ContentHash)>>,
+    /// What the replicas here logged, per function.
+    logs: Mutex<crate::common::logs::LogBook>,
+    /// Owners of hosted functions, for checking logs queries.
+    owners: Mutex<logs::Owners>,
+    /// The local API's token and address, for [`guard`].
+    guard: guard::Guard,
 }
 
 impl ClientNode {
@@ -156,6 +182,16 @@ impl ClientNode {
         let api_addr = listener
             .local_addr()
             .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let d = config.data_dir.clone();
+        let token = blocking(move || guard::load_or_create_token(&d)).await??;
+        // Tell the CLI (which knows only --api) where the token is.
+        if let Err(e) = crate::local_api::register(api_addr.port(), &config.data_dir) {
+            warn!(error = %e, file = %crate::local_api::registry_file(api_addr.port()).display(),
+                "cannot record where the API token is; the CLI then needs ORB_CLIENT_DATA_DIR");
+        }
+        if !api_addr.ip().is_loopback() {
+            warn!(api = %api_addr, "the local API listens beyond this machine: every request but the dashboard page needs the token in {}", guard::token_path(&config.data_dir).display());
+        }
 
         // Home supers: the command line first, then the ones remembered.
         let mut supers: HashMap<OrbId, SuperLink> = HashMap::new();
@@ -229,6 +265,10 @@ impl ClientNode {
             hosted: RwLock::new(hosted.into_iter().map(|h| (h.name.clone(), h)).collect()),
             started: Instant::now(),
             overlay,
+            retired: Mutex::new(Default::default()),
+            logs: Mutex::new(Default::default()),
+            owners: Mutex::new(Default::default()),
+            guard: guard::Guard::new(token, api_addr),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -257,6 +297,7 @@ impl ClientNode {
             id: shared.id,
             api_addr,
             quic_addr,
+            token_path: guard::token_path(&shared.config.data_dir),
             shutdown,
             tasks,
             endpoint,

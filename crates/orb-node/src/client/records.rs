@@ -1,18 +1,18 @@
 //! This node's records in the DHT: a provider record per hosted replica
-//! and the name records of the functions it deployed, re-signed before
-//! they expire.
+//! and the name records of the functions it owns (current versions and
+//! tombstones), re-signed before they expire.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use orb_proto::ContentHash;
-use orb_proto::wire::{ErrorKind, FunctionSettings, WireError};
+use orb_proto::wire::{ErrorKind, WireError};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::{Shared, home_supers};
-use crate::common::util::{blocking, read_lock};
-use crate::dht;
+use super::{Shared, home_supers, manage};
+use crate::common::util::read_lock;
+use crate::dht::{self, NameState};
 
 /// Tell the DHT that this node holds a ready replica of `hash`.
 pub(super) async fn publish_provider(shared: &Arc<Shared>, hash: ContentHash) -> bool {
@@ -35,16 +35,31 @@ pub(super) async fn publish_provider(shared: &Arc<Shared>, hash: ContentHash) ->
     }
 }
 
+/// Tell the DHT that this node no longer holds `hash`: a provider record
+/// without home supers replaces the last one (see [`dht::sign_provider`]),
+/// so supers stop counting and forwarding to this replica at once instead
+/// of when the old record expires.
+pub(super) async fn withdraw_provider(shared: &Arc<Shared>, hash: ContentHash) {
+    match dht::sign_provider(&shared.keypair, hash, Vec::new()) {
+        Ok(record) => {
+            if let Err(e) = shared.overlay.put(record).await {
+                debug!(hash = %hash.short(), error = %e, "provider record not withdrawn");
+            }
+        }
+        Err(e) => warn!(error = %e.message, "cannot sign provider withdrawal"),
+    }
+}
+
 pub(super) const OWNED_NS: &str = "owned-names";
 
-/// Publish (again) the name record of a function this node deployed.
+/// Publish (again) the name record of a function this node owns: its
+/// current version, or its tombstone.
 pub(super) async fn publish_name(
     shared: &Arc<Shared>,
     name: &str,
-    hash: ContentHash,
-    settings: &FunctionSettings,
+    state: &NameState,
 ) -> Result<usize, WireError> {
-    let record = dht::sign_name(&shared.keypair, name, hash, settings)?;
+    let record = dht::sign_name(&shared.keypair, name, state)?;
     shared.overlay.put(record).await.map_err(|e| {
         let msg = e.to_string();
         let kind = if msg.contains("belongs to") {
@@ -80,24 +95,11 @@ pub(super) async fn refresh_records(shared: Arc<Shared>, mut shutdown: watch::Re
         for hash in hosted {
             all_ok &= publish_provider(&shared, hash).await;
         }
-        let store = shared.store.clone();
-        let owned = blocking(move || store.blobs(OWNED_NS))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
-        for (name, value) in owned {
-            let Ok(name) = String::from_utf8(name) else {
-                continue;
-            };
-            match orb_proto::codec::decode::<(ContentHash, FunctionSettings)>(&value) {
-                Ok((hash, settings)) => {
-                    if let Err(e) = publish_name(&shared, &name, hash, &settings).await {
-                        debug!(function = %name, error = %e.message, "name record not refreshed");
-                        all_ok = false;
-                    }
-                }
-                Err(e) => warn!(function = %name, error = %e, "corrupt owned-name entry"),
+        // Tombstones too: a removed name stays this node's.
+        for (name, owned) in manage::all_owned(&shared).await {
+            if let Err(e) = publish_name(&shared, &name, &owned.state()).await {
+                debug!(function = %name, error = %e.message, "name record not refreshed");
+                all_ok = false;
             }
         }
         ok_once |= all_ok;

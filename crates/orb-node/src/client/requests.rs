@@ -11,7 +11,7 @@ use orb_transport::{Connection, Endpoint, IncomingRequest};
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::{Shared, discovery, hosting, is_home_super};
+use super::{Shared, discovery, hosting, is_home_super, logs};
 use crate::common::util::{accepted, blocking, serve_each};
 
 /// Serve the requests of peer connections (dialed or accepted) until they
@@ -154,6 +154,8 @@ pub(super) async fn handle_request(
             hosting::unplace(&shared, &name, hash).await;
             (Response::Placed, Bytes::new())
         }
+        // Checked against the owner's signature, whoever passes it on.
+        Request::Logs { query, .. } => (logs::answer(&shared, &query).await, Bytes::new()),
         Request::Place { name, hash, files } => {
             match hosting::place(&shared, &conn, name, hash, files).await {
                 Ok(()) => (Response::Placed, Bytes::new()),

@@ -1,11 +1,12 @@
 //! What both roles share: small helpers, the guarded HTTP server, HTTP
-//! plumbing of calls, metrics, and the dashboard page.
+//! plumbing of calls, function logs, metrics, and the dashboard page.
 
 pub(crate) mod answer;
 pub(crate) mod cgi;
 pub(crate) mod files;
 pub mod http_server;
 pub(crate) mod http_util;
+pub mod logs;
 pub mod metrics;
 pub(crate) mod util;
 

@@ -10,9 +10,14 @@
 //!   may move on to another without ever running a call twice.
 //! * [`accounting`]: how a receipt is checked and changes balances.
 //! * [`health`]: when a client that misses pings is given up.
+//! * [`versions`]: version numbers, rollback targets, and what a super does
+//!   with a record the DHT has moved past.
+//! * [`api_access`]: which requests the client's local API serves.
 
 pub mod accounting;
+pub mod api_access;
 pub mod health;
 pub mod placement;
 pub mod routing;
 pub mod scaling;
+pub mod versions;

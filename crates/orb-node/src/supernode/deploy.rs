@@ -13,13 +13,11 @@ use orb_proto::{ContentHash, OrbId, PeerAddr};
 use orb_store::{FunctionRecord, FunctionVersion};
 use tracing::info;
 
-use super::{Shared, forwarding, placement};
+use super::{Shared, forwarding, placement, versions};
 use crate::common::util::{blocking, check_name, lock, now_ms, read_lock, write_lock};
 use crate::dht;
 use crate::error::NodeError;
-
-/// Versions of a function kept for rollback.
-pub(super) const MAX_VERSIONS: usize = 10;
+use crate::policy::versions::{self as version_policy, MAX_VERSIONS};
 /// How long fetching a module from another super may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -74,18 +72,20 @@ pub(super) async fn deploy(
             format!("module bytes hash to {actual}, not the declared {hash}"),
         ));
     }
-    let previous = read_lock(&shared.functions).get(&name).cloned();
-    if let Some(prev) = &previous
+    if let Some(prev) = read_lock(&shared.functions).get(&name)
         && prev.owner != owner
     {
         return Err(not_owner(&name, prev.owner));
     }
     // The DHT is the network-wide registry: a name owned by another key
-    // anywhere is refused here too, not only names this super knows.
-    if let Ok(Some((_, n))) = dht::name_record(&shared.overlay, &name).await
-        && n.owner.id() != owner
-    {
-        return Err(not_owner(&name, n.owner.id()));
+    // anywhere is refused here too, not only names this super knows. A
+    // tombstone still names the owner, who may deploy the name again.
+    let mut published = None;
+    if let Ok(Some((_, n))) = dht::name_record(&shared.overlay, &name).await {
+        if n.owner.id() != owner {
+            return Err(not_owner(&name, n.owner.id()));
+        }
+        published = Some(n.version);
     }
     validate(shared, module.clone()).await?;
     if let (Some(b), Some(bytes)) = (settings.files, bundle.clone()) {
@@ -99,22 +99,30 @@ pub(super) async fn deploy(
         settings.replicas = 1;
     }
     settings.max_replicas = settings.max_replicas.max(settings.replicas);
+    let change = shared.changes.lock().await;
+    let previous = read_lock(&shared.functions).get(&name).cloned();
+    if let Some(prev) = &previous
+        && prev.owner != owner
+    {
+        return Err(not_owner(&name, prev.owner));
+    }
     let now = now_ms();
-    let version = previous.as_ref().map_or(1, |p| p.version + 1);
+    let version = version_policy::next_version(previous.as_ref().map(|p| p.version), published);
     let mut history = previous
         .as_ref()
         .map(|p| p.history.clone())
         .unwrap_or_default();
-    history.push(FunctionVersion {
-        version,
-        hash,
-        size: module.len() as u64,
-        settings: settings.clone(),
-        created_ms: now,
-    });
-    if history.len() > MAX_VERSIONS {
-        history.drain(..history.len() - MAX_VERSIONS);
-    }
+    let dropped = version_policy::push(
+        &mut history,
+        FunctionVersion {
+            version,
+            hash,
+            size: module.len() as u64,
+            settings: settings.clone(),
+            created_ms: now,
+        },
+        MAX_VERSIONS,
+    );
     let record = FunctionRecord {
         name: name.clone(),
         hash,
@@ -138,14 +146,27 @@ pub(super) async fn deploy(
     .map_err(|e| e.to_wire())?
     .map_err(|e| NodeError::from(e).to_wire())?;
     write_lock(&shared.functions).insert(name.clone(), record.clone());
+    drop(change);
     shared.stats.deploys.inc();
-    info!(function = %name, hash = %hash.short(), owner = %owner.short(), "function deployed");
+    info!(function = %name, hash = %hash.short(), owner = %owner.short(), version, "function deployed");
+    versions::drop_unused(shared, dropped.iter().map(|v| v.hash).collect()).await;
 
     let placed = placement::place(shared, &record, here.then_some(owner)).await;
+    // The previous version's replicas stop once the owner's new name
+    // record is out (until then other gateways still resolve the old one).
+    if let Some(prev) = previous.filter(|p| p.hash != hash) {
+        tokio::spawn(versions::retire(
+            shared.clone(),
+            name.clone(),
+            prev.hash,
+            version,
+        ));
+    }
     Ok(Response::Deployed {
         name,
         hash,
         placed_on: placed,
+        version,
     })
 }
 

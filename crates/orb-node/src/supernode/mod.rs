@@ -21,6 +21,8 @@
 //! * [`ledger`]: credit balances from receipts.
 //! * [`overlay`]: joining the DHT, saving its state, STORE rate limits.
 //! * [`bridge`]: hole-punch coordination, relay circuits, dial-backs.
+//! * [`versions`]: versions, rollback and removal; keeping replicas in line
+//!   with the name records in the DHT. [`logs`]: gathering logs.
 //! * [`gateway`] and [`api`]: the HTTP side; [`metrics`]: `/metrics`.
 
 mod api;
@@ -31,12 +33,14 @@ mod deploy;
 mod forwarding;
 mod gateway;
 pub(crate) mod ledger;
+mod logs;
 mod metrics;
 mod overlay;
 mod placement;
 mod requests;
 mod routing;
 mod scaling;
+mod versions;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -108,6 +112,9 @@ pub(crate) struct Shared {
     store_limiters: Mutex<orb_nat::PeerLimiter<OrbId>>,
     /// Hole-punch coordination, relay circuits, dial-backs.
     bridge: Arc<bridge::Bridge>,
+    /// Held while a function's record is read, changed and committed
+    /// (deploy, rollback, removal), so two changes never interleave.
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl SuperNode {
@@ -215,6 +222,7 @@ impl SuperNode {
             scale: Mutex::new(HashMap::new()),
             store_limiters: Mutex::new(overlay::store_limiters()),
             bridge,
+            changes: tokio::sync::Mutex::new(()),
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -232,6 +240,10 @@ impl SuperNode {
         tasks.spawn(ledger::flush_loop(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(scaling::autoscale(shared.clone(), shutdown_rx.clone()));
         tasks.spawn(clients::health(shared.clone(), shutdown_rx.clone()));
+        tasks.spawn(versions::reconcile_loop(
+            shared.clone(),
+            shutdown_rx.clone(),
+        ));
         tasks.spawn(overlay::maintenance(
             shared.clone(),
             remembered,

@@ -47,7 +47,7 @@ fn ranked_candidates(
 }
 
 /// Ask client `id` to fetch, verify and prepare `name`/`hash`.
-async fn place_on(
+pub(super) async fn place_on(
     shared: &Arc<Shared>,
     (name, hash, files): (&str, ContentHash, Option<BundleRef>),
     id: OrbId,
@@ -302,26 +302,36 @@ pub(super) async fn rebalance(shared: &Arc<Shared>) {
 
 /// Ask `node` to stop hosting `f`, and stop routing to it.
 pub(super) async fn unplace(shared: &Arc<Shared>, f: &FunctionRecord, node: OrbId) {
+    unplace_replica(shared, &f.name, f.hash, node).await;
+}
+
+/// Ask `node` to stop hosting `name` at `hash`, and stop routing to it.
+pub(super) async fn unplace_replica(
+    shared: &Arc<Shared>,
+    name: &str,
+    hash: ContentHash,
+    node: OrbId,
+) {
     let conn = {
         let mut clients = lock(&shared.clients);
         clients.get_mut(&node).map(|c| {
-            c.hosted.remove(&f.hash);
+            c.hosted.remove(&hash);
             c.conn.clone()
         })
     };
     let Some(conn) = conn else { return };
     let req = Request::Unplace {
-        name: f.name.clone(),
-        hash: f.hash,
+        name: name.to_string(),
+        hash,
     };
     match tokio::time::timeout(PLACE_TIMEOUT, conn.request(&req, &[], 1024)).await {
         Ok(Ok((Response::Placed, _))) => {
-            info!(function = %f.name, node = %node.short(), "replica removed")
+            info!(function = %name, node = %node.short(), "replica removed")
         }
         Ok(Ok((other, _))) => {
-            warn!(function = %f.name, node = %node.short(), answer = ?other, "unplace refused")
+            warn!(function = %name, node = %node.short(), answer = ?other, "unplace refused")
         }
-        Ok(Err(e)) => warn!(function = %f.name, node = %node.short(), error = %e, "unplace failed"),
-        Err(_) => warn!(function = %f.name, node = %node.short(), "unplace timed out"),
+        Ok(Err(e)) => warn!(function = %name, node = %node.short(), error = %e, "unplace failed"),
+        Err(_) => warn!(function = %name, node = %node.short(), "unplace timed out"),
     }
 }

@@ -9,7 +9,7 @@ use orb_proto::wire::{ErrorKind, Request, Response, Role, Welcome, WireError};
 use orb_transport::IncomingRequest;
 use tracing::{debug, warn};
 
-use super::{Shared, bundles, clients, deploy, overlay, placement, routing};
+use super::{Shared, bundles, clients, deploy, logs, overlay, placement, routing, versions};
 use crate::common::util::request_id;
 use crate::policy::accounting::Expected;
 
@@ -117,13 +117,25 @@ pub(super) async fn handle(shared: Arc<Shared>, from: PeerAddr, incoming: Incomi
                         name,
                         hash,
                         placed_on: vec![node],
+                        version: 0,
                     },
                     Bytes::new(),
                 ),
                 Err(e) => (Response::Error(e), Bytes::new()),
             }
         }
-        Request::Run { .. } | Request::Unplace { .. } => (
+        Request::Unplace { name, hash } => {
+            answer(versions::unplace_for_peer(&shared, peer, &name, hash).await)
+        }
+        Request::Remove { name } => answer(versions::remove(&shared, peer, &name).await),
+        Request::Rollback { name, to } => {
+            answer(versions::rollback(&shared, peer, &name, to).await)
+        }
+        Request::Versions { name } => answer(versions::versions(&shared, peer, &name)),
+        Request::Logs { query, fan_out } => {
+            answer(logs::logs(&shared, from, *query, fan_out).await)
+        }
+        Request::Run { .. } => (
             Response::Error(WireError::new(
                 ErrorKind::BadRequest,
                 "a super node does not host replicas",
@@ -147,4 +159,9 @@ pub(super) async fn handle(shared: Arc<Shared>, from: PeerAddr, incoming: Incomi
     if let Err(e) = responder.respond(&resp, &out).await {
         debug!(peer = %peer.short(), error = %e, "could not send response");
     }
+}
+
+/// A response without a body from a handler's result.
+fn answer(r: Result<Response, WireError>) -> (Response, Bytes) {
+    (r.unwrap_or_else(Response::Error), Bytes::new())
 }

@@ -59,7 +59,7 @@ async fn resolve(shared: &Shared, name: &str) -> Result<FunctionRecord, WireErro
     let local = read_lock(&shared.functions).get(name).cloned();
     let (hash, settings) = match local {
         Some(f) => (f.hash, f.settings),
-        None => match dht::name_record(&shared.overlay, name).await? {
+        None => match dht::live_name(&shared.overlay, name).await? {
             Some((_, n)) => (n.hash, n.settings),
             None => {
                 return Err(WireError::new(
