@@ -122,11 +122,25 @@ fn no_redirects() -> reqwest::Client {
         .expect("http client")
 }
 
+/// The API token when `url` is a client daemon's local API (supers'
+/// gateways need none).
+fn daemon_token(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    if !url.path().starts_with("/api/") {
+        return None;
+    }
+    orb_node::local_api::find_token(url.port()?).ok()
+}
+
 async fn send(method: &str, url: &str, body: &str) -> Result<Answer> {
     let m = reqwest::Method::from_bytes(method.as_bytes())?;
-    let r = no_redirects()
+    let mut req = no_redirects()
         .request(m, url)
-        .header("x-note", "from the test")
+        .header("x-note", "from the test");
+    if let Some(token) = daemon_token(url) {
+        req = req.bearer_auth(token);
+    }
+    let r = req
         .body(body.to_string())
         .send()
         .await
@@ -543,6 +557,7 @@ async fn functions_are_http_backends() -> Result<()> {
         async move {
             let r = http()
                 .post(url)
+                .bearer_auth(api_token(net.api1))
                 .header("content-type", ctype)
                 .body(body)
                 .send()

@@ -188,12 +188,39 @@ pub fn pack_dir(root: &Path, limits: &BundleLimits) -> Result<Vec<u8>, PackError
     Ok(builder.finish())
 }
 
+/// Whether `path`, with `.` and `..` applied as text, stays inside `root`.
+fn lexically_inside(path: &Path, root: &Path) -> bool {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out.starts_with(root)
+}
+
 /// Resolve the symlink at `link`, which must stay inside `root`; returns
 /// the canonical path it leads to.
 fn follow(link: &Path, root: &Path) -> Result<PathBuf, PackError> {
     let target = fs::read_link(link).map_err(io(link))?;
     if target.is_absolute() {
         return Err(PackError::AbsoluteSymlink {
+            path: link.to_path_buf(),
+            target,
+        });
+    }
+    // Where the link points, read as plain path text from its (canonical)
+    // directory: a target outside the bundle is refused as such whether or
+    // not it exists there.
+    if let Some(dir) = link.parent().and_then(|d| fs::canonicalize(d).ok())
+        && !lexically_inside(&dir.join(&target), root)
+    {
+        return Err(PackError::EscapingSymlink {
             path: link.to_path_buf(),
             target,
         });
@@ -220,4 +247,37 @@ fn follow(link: &Path, root: &Path) -> Result<PathBuf, PackError> {
         });
     }
     Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dangling_link_out_of_the_bundle_is_refused_as_escaping() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("site");
+        fs::create_dir(&root).expect("mkdir");
+        std::os::unix::fs::symlink("../../nowhere-at-all", root.join("up")).expect("symlink");
+        std::os::unix::fs::symlink("missing.txt", root.join("inside")).expect("symlink");
+        let limits = BundleLimits::default();
+        let canon = fs::canonicalize(&root).expect("canonical");
+        assert!(matches!(
+            follow(&canon.join("up"), &canon),
+            Err(PackError::EscapingSymlink { .. })
+        ));
+        assert!(matches!(
+            follow(&canon.join("inside"), &canon),
+            Err(PackError::DanglingSymlink { .. })
+        ));
+        assert!(pack_dir(&root, &limits).is_err());
+    }
+
+    #[test]
+    fn dots_are_applied_as_text() {
+        let root = Path::new("/b/site");
+        assert!(lexically_inside(Path::new("/b/site/a/../c"), root));
+        assert!(!lexically_inside(Path::new("/b/site/../x"), root));
+        assert!(!lexically_inside(Path::new("/b/site/a/../../../x"), root));
+    }
 }
