@@ -134,8 +134,12 @@ async fn run_call_inner(shared: &Arc<Shared>, args: RunArgs, input: Bytes) -> (R
     // A replica that was unplaced (an old version, a removed function) must
     // not keep answering. The version a new placement just replaced under
     // the same name still may, until the super retires it: gateways still
-    // resolving the old name record call it meanwhile.
-    let hosted = read_lock(&shared.hosted).contains_key(&name);
+    // resolving the old name record call it meanwhile. Supers count
+    // replicas by module, so a module hosted under another name (two
+    // functions, one module, different settings) serves this name too.
+    let hosted = read_lock(&shared.hosted)
+        .iter()
+        .any(|(n, h)| *n == name || h.hash == hash);
     let retired = lock(&shared.retired).contains(&(name.clone(), hash));
     if !hosted || retired {
         return (
