@@ -475,6 +475,10 @@ async fn client_cmd(
         .arg(CLIENT_API)
         .args(args)
         .env("RUST_LOG", "warn")
+        // Every client's API has the same port in its own namespace, so
+        // the per-port registry cannot tell them apart: name the data
+        // directory (the daemon's token is there).
+        .env("ORB_CLIENT_DATA_DIR", ctx.dir.join(dev.name()))
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
